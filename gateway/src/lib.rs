@@ -1,0 +1,11 @@
+//! aie's composition root: the `aie` command line and the stacks it starts.
+//!
+//! # Layout
+//! - [`cli`]: argument parsing and the commands of the contract, each printing one clear
+//!   line on a user's error.
+//! - [`serve`]: hosting one server on its own listener.
+//! - [`demo`]: `aie demo`, the self-contained run that shows the suite working.
+
+pub mod cli;
+pub mod demo;
+pub mod serve;

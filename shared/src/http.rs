@@ -1,0 +1,557 @@
+//! The one way a server becomes an HTTP service: `/mcp` plus `/healthz`, `/readyz` and
+//! `/metrics`, behind the same layers on every listener, served with graceful shutdown and
+//! optional TLS.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    path::PathBuf,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    timeout::{RequestBodyTimeoutLayer, TimeoutLayer},
+    trace::TraceLayer,
+};
+
+use crate::metrics::{CallLabels, Metrics};
+
+/// Settings every listener shares.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The address served; its host is always an accepted `Host`.
+    pub listen: SocketAddr,
+    /// Further accepted `Host` names (beyond loopback names and the listen address).
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed besides loopback ones, e.g. `https://ops.example.com`.
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// How long a request may take until its response starts (408 beyond), and how long a
+    /// client may take to send its body.
+    pub request_timeout: Duration,
+    /// Requests served at once; more wait.
+    pub concurrency_limit: usize,
+    /// Certificate and key for TLS; plain HTTP without.
+    pub tls: Option<TlsFiles>,
+}
+
+impl HttpOptions {
+    /// Defaults for a listener on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(60),
+            concurrency_limit: 512,
+            tls: None,
+        }
+    }
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// Answers `/readyz`: `Ok` when ready, else the reason.
+pub type ReadyCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// A readiness check that is always ready.
+pub fn always_ready() -> ReadyCheck {
+    Arc::new(|| Box::pin(async { Ok(()) }))
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Metrics,
+    ready: ReadyCheck,
+}
+
+#[derive(Clone)]
+struct Guard {
+    hosts: Arc<Vec<String>>,
+    origins: Arc<Vec<String>>,
+    max_body_bytes: usize,
+    metrics: Metrics,
+}
+
+/// Builds the listener's router: `mcp` (a router serving `/mcp`) plus health and metrics,
+/// wrapped in the shared layers.
+pub fn app(mcp: Router, opts: &HttpOptions, metrics: Metrics, ready: ReadyCheck) -> Router {
+    let guard = Guard {
+        hosts: Arc::new(allowed_hosts(opts)),
+        origins: Arc::new(
+            opts.allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+        ),
+        max_body_bytes: opts.max_body_bytes,
+        metrics: metrics.clone(),
+    };
+    let state = AppState { metrics, ready };
+    let mcp = mcp.layer(middleware::from_fn_with_state(guard.clone(), meter_mcp));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+        .merge(mcp)
+        .layer(
+            ServiceBuilder::new()
+                // Every request gets an id, echoed back and carried in its span, so a log line
+                // and a client's complaint can be matched.
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|id| id.header_value().to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", id, method = %req.method(), path = req.uri().path())
+                }))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                // A DNS-rebinding page or a foreign site never reaches a handler.
+                .layer(middleware::from_fn_with_state(guard, check_host_and_origin))
+                // Slow or stuck requests are cut off instead of holding a worker forever.
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, opts.request_timeout))
+                .layer(RequestBodyTimeoutLayer::new(opts.request_timeout))
+                // Bound the work in flight; excess requests wait for a slot.
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(opts.concurrency_limit)),
+        )
+}
+
+fn allowed_hosts(opts: &HttpOptions) -> Vec<String> {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]", "::1"]
+        .iter()
+        .map(|h| (*h).to_owned())
+        .collect();
+    let listen = opts.listen.ip();
+    if !listen.is_unspecified() {
+        hosts.push(match listen {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        });
+    }
+    hosts.extend(opts.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()));
+    hosts
+}
+
+/// The host part of an authority (`host:port`, `[v6]:port`).
+fn host_of(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
+}
+
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some((_, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(host_of(rest), "localhost" | "127.0.0.1" | "[::1]")
+}
+
+async fn check_host_and_origin(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
+    let Some(authority) = authority else {
+        return plain(StatusCode::BAD_REQUEST, "Bad Request: missing Host header");
+    };
+    let host = host_of(&authority).to_ascii_lowercase();
+    if !guard.hosts.iter().any(|h| *h == host) {
+        tracing::warn!(host, "refused: Host not allowed");
+        return plain(
+            StatusCode::FORBIDDEN,
+            "Forbidden: Host not allowed (add it to the listener's allowed hosts)",
+        );
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin
+            .to_str()
+            .unwrap_or("")
+            .trim_end_matches('/')
+            .to_ascii_lowercase();
+        if !is_loopback_origin(&origin) && !guard.origins.iter().any(|o| *o == origin) {
+            tracing::warn!(origin, "refused: Origin not allowed");
+            return plain(
+                StatusCode::FORBIDDEN,
+                "Forbidden: Origin not allowed (add it to the listener's allowed origins)",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// Reads the MCP body once (enforcing the size limit), labels the request with its method
+/// and tool, and records it when the response body ends.
+async fn meter_mcp(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let mut labels = CallLabels {
+        method: "-".into(),
+        tool: String::new(),
+    };
+    let req = if parts.method == http::Method::POST {
+        let bytes = match http_body_util::Limited::new(body, guard.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                labels.method = "-".into();
+                guard
+                    .metrics
+                    .observe(&labels, 413, started.elapsed().as_secs_f64());
+                return jsonrpc_http_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    -32600,
+                    format!("request body exceeds {} bytes", guard.max_body_bytes),
+                );
+            }
+            Err(e) => {
+                return jsonrpc_http_error(
+                    StatusCode::BAD_REQUEST,
+                    -32700,
+                    format!("could not read body: {e}"),
+                );
+            }
+        };
+        label_from_body(&bytes, &mut labels);
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        labels.method = parts.method.as_str().to_owned();
+        Request::from_parts(parts, body)
+    };
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    let body = MeteredBody {
+        inner: body,
+        record: Some(Record {
+            metrics: guard.metrics,
+            labels,
+            status,
+            started,
+        }),
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+fn label_from_body(bytes: &Bytes, labels: &mut CallLabels) {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        method: Option<String>,
+        params: Option<PeekParams>,
+    }
+    #[derive(serde::Deserialize)]
+    struct PeekParams {
+        name: Option<String>,
+    }
+    if let Ok(peek) = serde_json::from_slice::<Peek>(bytes) {
+        if let Some(method) = peek.method {
+            if method == "tools/call" {
+                labels.tool = peek.params.and_then(|p| p.name).unwrap_or_default();
+            }
+            labels.method = method;
+        } else {
+            labels.method = "response".into();
+        }
+    }
+}
+
+/// A JSON-RPC error with no id, for failures before the message could be read.
+pub fn jsonrpc_http_error(status: StatusCode, code: i64, message: String) -> Response {
+    let body = json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}});
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+struct Record {
+    metrics: Metrics,
+    labels: CallLabels,
+    status: u16,
+    started: Instant,
+}
+
+/// Wraps a response body to record the request when the body ends (or is dropped, when a
+/// client goes away): the latency of an SSE answer is the time to its last event.
+struct MeteredBody {
+    inner: Body,
+    record: Option<Record>,
+}
+
+impl MeteredBody {
+    fn finish(&mut self) {
+        if let Some(r) = self.record.take() {
+            r.metrics
+                .observe(&r.labels, r.status, r.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl http_body::Body for MeteredBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match (state.ready)().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Loads a rustls server config (ring provider, h2 and http/1.1 by ALPN) from PEM files.
+pub fn load_tls(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use anyhow::Context as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("reading TLS certificate {}", files.cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing TLS certificate {}", files.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("reading TLS key {}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// How long in-flight calls get to finish after shutdown begins, before open streams are
+/// closed.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish (up to [`DRAIN_GRACE`]), cancels `streams` (closing SSE
+/// streams and sessions), and returns once every connection is closed.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    streams: CancellationToken,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that dribbles its headers is dropped instead of holding a connection.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let builder = Arc::new(builder);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let result = match acceptor {
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            return tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    tokio::select! {
+        () = &mut drained => return Ok(()),
+        () = tokio::time::sleep(DRAIN_GRACE) => {}
+    }
+    streams.cancel();
+    if tokio::time::timeout(DRAIN_GRACE, drained).await.is_err() {
+        tracing::warn!("shutdown: some connections did not close in time");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = futures::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("signal received, shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hosts are compared without their port, IPv6 literals included.
+    #[test]
+    fn host_of_strips_ports() {
+        assert_eq!(host_of("localhost:8080"), "localhost");
+        assert_eq!(host_of("[::1]:80"), "[::1]");
+        assert_eq!(host_of("example.com"), "example.com");
+    }
+
+    /// Loopback origins pass on any port; others do not.
+    #[test]
+    fn loopback_origins_are_recognised() {
+        assert!(is_loopback_origin("http://localhost:3000"));
+        assert!(is_loopback_origin("http://127.0.0.1"));
+        assert!(is_loopback_origin("http://[::1]:9"));
+        assert!(!is_loopback_origin("http://evil.example.com"));
+        assert!(!is_loopback_origin("http://localhost.evil.com"));
+        assert!(!is_loopback_origin("null"));
+    }
+}

@@ -1,0 +1,25 @@
+//! The crate every aie server and the gateway stand on.
+//!
+//! # Layout
+//! - [`mcp`]: MCP over the pinned rmcp: the dual-era Streamable HTTP endpoint and
+//!   [`ToolServer`], the handler every aie server is. The only module that configures
+//!   rmcp's transport.
+//! - [`tools`]: tools declared once, as typed handlers; schemas and result envelopes follow.
+//! - [`http`]: the listener: `/mcp`, `/healthz`, `/readyz`, `/metrics`, Host and Origin
+//!   checks, body limit, timeouts, concurrency limit, TLS, graceful shutdown.
+//! - [`metrics`]: Prometheus counters and latency histograms per method and tool.
+//! - [`telemetry`]: `tracing` set-up.
+
+pub mod http;
+pub use http::{HttpOptions, ReadyCheck, TlsFiles, app, serve, shutdown_signal};
+
+pub mod mcp;
+pub use mcp::{ToolServer, rmcp, streamable_http};
+
+pub mod metrics;
+pub use metrics::Metrics;
+
+pub mod telemetry;
+
+pub mod tools;
+pub use tools::{ToolError, ToolOutput, ToolSet, ToolSpec};

@@ -1,0 +1,121 @@
+//! MCP over rmcp, wrapped once: the Streamable HTTP endpoint (both protocol eras on one
+//! path) and [`ToolServer`], the handler every aie server is.
+//!
+//! No other crate configures rmcp's transport; servers use the model types through the
+//! [`rmcp`] re-export, so the pinned SDK version lives in one place.
+
+use std::sync::Arc;
+
+use axum::Router;
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler,
+    model::{
+        CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
+        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    },
+    service::RequestContext,
+    transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+pub use rmcp;
+
+use crate::{http::HttpOptions, metrics::Metrics, tools::ToolSet};
+
+/// The `/mcp` route for `handler`: Streamable HTTP in both eras. Legacy clients
+/// (2025-03-26 to 2025-11-25) get sessions and SSE answers, as that mode requires;
+/// 2026-07-28 requests are served statelessly with plain JSON answers wherever the handler
+/// sends nothing before its result. Host, Origin and body size are checked by the shared
+/// layers in [`crate::http::app`], so rmcp's own copies of those checks are turned off here
+/// rather than configured twice.
+pub fn streamable_http<H>(handler: H, opts: &HttpOptions, streams: CancellationToken) -> Router
+where
+    H: ServerHandler + Clone + Send + Sync + 'static,
+{
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(true)
+        .with_json_response(true)
+        .with_cancellation_token(streams)
+        .with_max_request_body_bytes(opts.max_body_bytes)
+        .disable_allowed_hosts()
+        .disable_allowed_origins();
+    let service = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new().route_service("/mcp", service)
+}
+
+/// An MCP server made of tools only: what each aie server is.
+#[derive(Clone)]
+pub struct ToolServer {
+    name: &'static str,
+    instructions: Option<String>,
+    tools: Arc<ToolSet>,
+    metrics: Option<Metrics>,
+}
+
+impl ToolServer {
+    /// A server named `name` (its `serverInfo.name`) with `tools`.
+    pub fn new(name: &'static str, tools: ToolSet) -> Self {
+        Self {
+            name,
+            instructions: None,
+            tools: Arc::new(tools),
+            metrics: None,
+        }
+    }
+
+    /// Instructions sent to clients at initialization.
+    pub fn with_instructions(mut self, instructions: impl Into<String>) -> Self {
+        self.instructions = Some(instructions.into());
+        self
+    }
+
+    /// Counts tool errors in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The declared tools.
+    pub fn tools(&self) -> &ToolSet {
+        &self.tools
+    }
+}
+
+impl ServerHandler for ToolServer {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
+        info.server_info = Implementation::new(self.name, env!("CARGO_PKG_VERSION"));
+        info.instructions = self.instructions.clone();
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools.list()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.get(name)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let result = self
+            .tools
+            .call(&request.name, request.arguments, self.metrics.as_ref())
+            .await?;
+        Ok(CallToolResponse::Complete(result))
+    }
+}
