@@ -21,7 +21,12 @@ pub async fn conformance(listen: SocketAddr) -> anyhow::Result<ExitCode> {
     let opts = HttpOptions::new(addr);
     let streams = CancellationToken::new();
     let metrics = Metrics::new();
-    let mcp = aie_shared::streamable_http(aie_conformance::server(), &opts, streams.clone());
+    let mcp = aie_shared::streamable_http(
+        aie_conformance::server(),
+        &opts,
+        metrics.clone(),
+        streams.clone(),
+    );
     let app = aie_shared::app(mcp, &opts, metrics, http::always_ready());
     println!("aie conformance: serving http://{addr}/mcp");
     http::serve(listener, app, None, streams, http::shutdown_signal()).await?;

@@ -3,33 +3,22 @@
 //! optional TLS.
 
 use std::{
-    future::Future,
-    io,
-    net::SocketAddr,
-    path::PathBuf,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::{Duration, Instant},
+    future::Future, io, net::SocketAddr, path::PathBuf, pin::Pin, sync::Arc, time::Duration,
 };
 
 use axum::{
     Router,
-    body::{Body, Bytes},
     extract::{Request, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
-use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -39,7 +28,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::metrics::{CallLabels, Metrics};
+use crate::metrics::Metrics;
 
 /// Settings every listener shares.
 #[derive(Debug, Clone)]
@@ -104,8 +93,6 @@ struct AppState {
 struct Guard {
     hosts: Arc<Vec<String>>,
     origins: Arc<Vec<String>>,
-    max_body_bytes: usize,
-    metrics: Metrics,
 }
 
 /// Builds the listener's router: `mcp` (a router serving `/mcp`) plus health and metrics,
@@ -119,11 +106,8 @@ pub fn app(mcp: Router, opts: &HttpOptions, metrics: Metrics, ready: ReadyCheck)
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
         ),
-        max_body_bytes: opts.max_body_bytes,
-        metrics: metrics.clone(),
     };
     let state = AppState { metrics, ready };
-    let mcp = mcp.layer(middleware::from_fn_with_state(guard.clone(), meter_mcp));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -233,153 +217,6 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
         text,
     )
         .into_response()
-}
-
-/// Reads the MCP body once (enforcing the size limit), labels the request with its method
-/// and tool, and records it when the response body ends.
-async fn meter_mcp(State(guard): State<Guard>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let (parts, body) = req.into_parts();
-    let mut labels = CallLabels {
-        method: "-".into(),
-        tool: String::new(),
-    };
-    let req = if parts.method == http::Method::POST {
-        let bytes = match http_body_util::Limited::new(body, guard.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                labels.method = "-".into();
-                guard
-                    .metrics
-                    .observe(&labels, 413, started.elapsed().as_secs_f64());
-                return jsonrpc_http_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    -32600,
-                    format!("request body exceeds {} bytes", guard.max_body_bytes),
-                );
-            }
-            Err(e) => {
-                return jsonrpc_http_error(
-                    StatusCode::BAD_REQUEST,
-                    -32700,
-                    format!("could not read body: {e}"),
-                );
-            }
-        };
-        label_from_body(&bytes, &mut labels);
-        Request::from_parts(parts, Body::from(bytes))
-    } else {
-        labels.method = parts.method.as_str().to_owned();
-        Request::from_parts(parts, body)
-    };
-    let response = next.run(req).await;
-    let status = response.status().as_u16();
-    let (parts, body) = response.into_parts();
-    let body = MeteredBody {
-        inner: body,
-        record: Some(Record {
-            metrics: guard.metrics,
-            labels,
-            status,
-            started,
-        }),
-    };
-    Response::from_parts(parts, Body::new(body))
-}
-
-fn label_from_body(bytes: &Bytes, labels: &mut CallLabels) {
-    #[derive(serde::Deserialize)]
-    struct Peek {
-        method: Option<String>,
-        params: Option<PeekParams>,
-    }
-    #[derive(serde::Deserialize)]
-    struct PeekParams {
-        name: Option<String>,
-    }
-    if let Ok(peek) = serde_json::from_slice::<Peek>(bytes) {
-        if let Some(method) = peek.method {
-            if method == "tools/call" {
-                labels.tool = peek.params.and_then(|p| p.name).unwrap_or_default();
-            }
-            labels.method = method;
-        } else {
-            labels.method = "response".into();
-        }
-    }
-}
-
-/// A JSON-RPC error with no id, for failures before the message could be read.
-pub fn jsonrpc_http_error(status: StatusCode, code: i64, message: String) -> Response {
-    let body = json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}});
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-struct Record {
-    metrics: Metrics,
-    labels: CallLabels,
-    status: u16,
-    started: Instant,
-}
-
-/// Wraps a response body to record the request when the body ends (or is dropped, when a
-/// client goes away): the latency of an SSE answer is the time to its last event.
-struct MeteredBody {
-    inner: Body,
-    record: Option<Record>,
-}
-
-impl MeteredBody {
-    fn finish(&mut self) {
-        if let Some(r) = self.record.take() {
-            r.metrics
-                .observe(&r.labels, r.status, r.started.elapsed().as_secs_f64());
-        }
-    }
-}
-
-impl http_body::Body for MeteredBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.finish();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for MeteredBody {
-    fn drop(&mut self) {
-        self.finish();
-    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

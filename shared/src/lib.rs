@@ -5,10 +5,14 @@
 //!   [`ToolServer`], the handler every aie server is. The only module that configures
 //!   rmcp's transport.
 //! - [`tools`]: tools declared once, as typed handlers; schemas and result envelopes follow.
+//! - [`endpoint`]: `/mcp` in front of rmcp: body limit, JSON-RPC envelope errors,
+//!   2025-03-26 batches, per-method metrics.
 //! - [`http`]: the listener: `/mcp`, `/healthz`, `/readyz`, `/metrics`, Host and Origin
 //!   checks, body limit, timeouts, concurrency limit, TLS, graceful shutdown.
 //! - [`metrics`]: Prometheus counters and latency histograms per method and tool.
 //! - [`telemetry`]: `tracing` set-up.
+
+pub mod endpoint;
 
 pub mod http;
 pub use http::{HttpOptions, ReadyCheck, TlsFiles, app, serve, shutdown_signal};
@@ -23,3 +27,10 @@ pub mod telemetry;
 
 pub mod tools;
 pub use tools::{ToolError, ToolOutput, ToolSet, ToolSpec};
+
+/// Installs rustls' ring provider as the process default, once. Every TLS client and server
+/// in aie uses it, so the tree carries one crypto stack; call it before building any
+/// HTTP client.
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::{Router, routing::any};
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
@@ -22,15 +22,25 @@ use tokio_util::sync::CancellationToken;
 
 pub use rmcp;
 
-use crate::{http::HttpOptions, metrics::Metrics, tools::ToolSet};
+use crate::{
+    endpoint::{self, Endpoint},
+    http::HttpOptions,
+    metrics::Metrics,
+    tools::ToolSet,
+};
 
 /// The `/mcp` route for `handler`: Streamable HTTP in both eras. Legacy clients
 /// (2025-03-26 to 2025-11-25) get sessions and SSE answers, as that mode requires;
 /// 2026-07-28 requests are served statelessly with plain JSON answers wherever the handler
-/// sends nothing before its result. Host, Origin and body size are checked by the shared
-/// layers in [`crate::http::app`], so rmcp's own copies of those checks are turned off here
-/// rather than configured twice.
-pub fn streamable_http<H>(handler: H, opts: &HttpOptions, streams: CancellationToken) -> Router
+/// sends nothing before its result. Host and Origin are checked by the shared layers in
+/// [`crate::http::app`] and the body by [`crate::endpoint`], so rmcp's own copies of those
+/// checks are turned off here rather than configured twice.
+pub fn streamable_http<H>(
+    handler: H,
+    opts: &HttpOptions,
+    metrics: Metrics,
+    streams: CancellationToken,
+) -> Router
 where
     H: ServerHandler + Clone + Send + Sync + 'static,
 {
@@ -46,7 +56,14 @@ where
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    Router::new().route_service("/mcp", service)
+    let endpoint = Endpoint {
+        inner: service,
+        metrics,
+        max_body_bytes: opts.max_body_bytes,
+    };
+    Router::new()
+        .route("/mcp", any(endpoint::serve))
+        .with_state(endpoint)
 }
 
 /// An MCP server made of tools only: what each aie server is.

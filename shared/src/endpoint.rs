@@ -1,0 +1,434 @@
+//! The `/mcp` endpoint in front of rmcp's Streamable HTTP service: it reads each body once
+//! (enforcing the size limit), answers what is not a JSON-RPC message with the error the
+//! JSON-RPC spec prescribes, fans out the batches that 2025-03-26 allows, labels the request
+//! for metrics, and records it when its response ends.
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::{Service, ServiceExt};
+
+use crate::metrics::{CallLabels, Metrics};
+
+/// JSON-RPC: the body is not JSON.
+pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC: the JSON is not a valid request object.
+pub const INVALID_REQUEST: i64 = -32600;
+
+/// The protocol revision whose transport still allows JSON-RPC batches.
+const BATCH_ERA: &str = "2025-03-26";
+
+/// State of the endpoint: the inner MCP service and what the endpoint measures.
+#[derive(Clone)]
+pub struct Endpoint<S> {
+    /// rmcp's Streamable HTTP service.
+    pub inner: S,
+    /// Where requests are recorded.
+    pub metrics: Metrics,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+}
+
+type Inner = Response<Body>;
+
+/// Serves one HTTP request on `/mcp`.
+pub async fn serve<S, B>(State(ep): State<Endpoint<S>>, req: Request) -> Response
+where
+    S: Service<Request, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let started = Instant::now();
+    if req.method() != http::Method::POST {
+        let labels = CallLabels {
+            method: req.method().as_str().to_owned(),
+            tool: String::new(),
+        };
+        let response = call(&ep.inner, req).await;
+        return metered(response, &ep.metrics, labels, started);
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match http_body_util::Limited::new(body, ep.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            let message = format!("request body exceeds {} bytes", ep.max_body_bytes);
+            let response = error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Value::Null,
+                INVALID_REQUEST,
+                message,
+            );
+            return metered(response, &ep.metrics, unlabelled(), started);
+        }
+        Err(e) => {
+            let response = error_response(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                PARSE_ERROR,
+                format!("could not read the body: {e}"),
+            );
+            return metered(response, &ep.metrics, unlabelled(), started);
+        }
+    };
+    let message: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(e) => {
+            let response = error_response(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                PARSE_ERROR,
+                format!("Parse error: {e}"),
+            );
+            return metered(response, &ep.metrics, unlabelled(), started);
+        }
+    };
+    match message {
+        Value::Object(_) => {
+            let labels = labels_of(&message);
+            if let Err(why) = check_envelope(&message) {
+                let id = message.get("id").cloned().unwrap_or(Value::Null);
+                let response = error_response(StatusCode::BAD_REQUEST, id, INVALID_REQUEST, why);
+                return metered(response, &ep.metrics, labels, started);
+            }
+            let response = call(&ep.inner, Request::from_parts(parts, Body::from(bytes))).await;
+            metered(response, &ep.metrics, labels, started)
+        }
+        Value::Array(items) => {
+            let labels = CallLabels {
+                method: "batch".into(),
+                tool: String::new(),
+            };
+            let response = batch(&ep.inner, parts, items).await;
+            metered(response, &ep.metrics, labels, started)
+        }
+        _ => {
+            let response = error_response(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                INVALID_REQUEST,
+                "Invalid Request: a JSON-RPC message is a JSON object".into(),
+            );
+            metered(response, &ep.metrics, unlabelled(), started)
+        }
+    }
+}
+
+fn unlabelled() -> CallLabels {
+    CallLabels {
+        method: "-".into(),
+        tool: String::new(),
+    }
+}
+
+async fn call<S, B>(inner: &S, req: Request) -> Inner
+where
+    S: Service<Request, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    match inner.clone().oneshot(req).await {
+        Ok(response) => response.map(Body::new),
+        Err(never) => match never {},
+    }
+}
+
+/// Checks the JSON-RPC 2.0 envelope rmcp relies on, so a wrong shape gets -32600 with a
+/// reason instead of a transport-level refusal.
+fn check_envelope(message: &Value) -> Result<(), String> {
+    if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(r#"Invalid Request: "jsonrpc" must be "2.0""#.into());
+    }
+    match message.get("method") {
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(r#"Invalid Request: "method" must be a string"#.into()),
+        None if message.get("result").is_some() || message.get("error").is_some() => {}
+        None => return Err(r#"Invalid Request: "method" is missing"#.into()),
+    }
+    match message.get("id") {
+        None | Some(Value::String(_) | Value::Number(_)) => Ok(()),
+        Some(Value::Null) if message.get("error").is_some() => Ok(()),
+        Some(_) => Err(r#"Invalid Request: "id" must be a string or a number"#.into()),
+    }
+}
+
+fn labels_of(message: &Value) -> CallLabels {
+    let method = message.get("method").and_then(Value::as_str);
+    let tool = match method {
+        Some("tools/call") => message
+            .pointer("/params/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        _ => "",
+    };
+    CallLabels {
+        method: method.unwrap_or("response").to_owned(),
+        tool: tool.to_owned(),
+    }
+}
+
+/// A batch. Only the 2025-03-26 transport allows one (a request without
+/// `MCP-Protocol-Version` is taken as 2025-03-26, as that revision prescribes); later
+/// revisions removed batching, so there the batch is refused as a whole.
+async fn batch<S, B>(inner: &S, parts: http::request::Parts, items: Vec<Value>) -> Inner
+where
+    S: Service<Request, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let version = parts
+        .headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(BATCH_ERA);
+    if version != BATCH_ERA {
+        let message = format!(
+            "Invalid Request: JSON-RPC batches are not supported in protocol version {version}"
+        );
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            message,
+        );
+    }
+    if items.is_empty() {
+        let message = "Invalid Request: empty batch".to_owned();
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            message,
+        );
+    }
+    let mut answers = Vec::new();
+    for item in items {
+        let id = item.get("id").cloned();
+        if let Err(why) = check_envelope(&item) {
+            answers.push(error_object(
+                id.unwrap_or(Value::Null),
+                INVALID_REQUEST,
+                why,
+            ));
+            continue;
+        }
+        if item.get("method").and_then(Value::as_str) == Some("initialize") {
+            let why = "Invalid Request: initialize must not be part of a batch".to_owned();
+            answers.push(error_object(
+                id.unwrap_or(Value::Null),
+                INVALID_REQUEST,
+                why,
+            ));
+            continue;
+        }
+        let mut req = Request::new(Body::from(item.to_string()));
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = parts.uri.clone();
+        *req.headers_mut() = parts.headers.clone();
+        let response = call(inner, req).await;
+        let status = response.status();
+        let is_sse = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let Some(id) = id else { continue };
+        let answer = if is_sse {
+            sse_messages(&body)
+                .into_iter()
+                .find(|m| m.get("id") == Some(&id))
+        } else {
+            serde_json::from_slice::<Value>(&body)
+                .ok()
+                .filter(|m| m.get("jsonrpc").is_some())
+        };
+        answers.push(answer.unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(&body).trim().to_owned();
+            error_object(
+                id,
+                INVALID_REQUEST,
+                format!("HTTP {}: {text}", status.as_u16()),
+            )
+        }));
+    }
+    if answers.is_empty() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    json_response(StatusCode::OK, Value::Array(answers))
+}
+
+/// The JSON messages carried by the `data:` lines of an SSE body.
+fn sse_messages(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            serde_json::from_str(&data.join("\n")).ok()
+        })
+        .collect()
+}
+
+fn error_object(id: Value, code: i64, message: String) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+fn json_response(status: StatusCode, body: Value) -> Inner {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A JSON-RPC error answered over HTTP with `status`.
+pub fn error_response(status: StatusCode, id: Value, code: i64, message: String) -> Inner {
+    json_response(status, error_object(id, code, message))
+}
+
+fn metered(response: Inner, metrics: &Metrics, labels: CallLabels, started: Instant) -> Response {
+    let status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    let record = Some(Record {
+        metrics: metrics.clone(),
+        labels,
+        status,
+        started,
+    });
+    Response::from_parts(
+        parts,
+        Body::new(MeteredBody {
+            inner: body,
+            record,
+        }),
+    )
+}
+
+struct Record {
+    metrics: Metrics,
+    labels: CallLabels,
+    status: u16,
+    started: Instant,
+}
+
+/// Wraps a response body to record the request when the body ends (or is dropped, when a
+/// client goes away): the latency of an SSE answer is the time to its last event.
+struct MeteredBody {
+    inner: Body,
+    record: Option<Record>,
+}
+
+impl MeteredBody {
+    fn finish(&mut self) {
+        if let Some(r) = self.record.take() {
+            r.metrics
+                .observe(&r.labels, r.status, r.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl http_body::Body for MeteredBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Envelopes rmcp cannot route are named precisely.
+    #[test]
+    fn envelope_checks_name_the_problem() {
+        assert!(check_envelope(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).is_ok());
+        assert!(
+            check_envelope(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+                .is_ok()
+        );
+        assert!(check_envelope(&json!({"jsonrpc": "2.0", "id": 1, "result": {}})).is_ok());
+        assert!(
+            check_envelope(&json!({"id": 1, "method": "ping"}))
+                .unwrap_err()
+                .contains("jsonrpc")
+        );
+        assert!(
+            check_envelope(&json!({"jsonrpc": "2.0", "id": 1}))
+                .unwrap_err()
+                .contains("method")
+        );
+        assert!(
+            check_envelope(&json!({"jsonrpc": "2.0", "id": [1], "method": "x"}))
+                .unwrap_err()
+                .contains("id")
+        );
+    }
+
+    /// SSE bodies yield their JSON messages, priming events skipped.
+    #[test]
+    fn sse_messages_skip_priming_events() {
+        let body =
+            b"data: \nid: 0\nretry: 3000\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
+        assert_eq!(
+            sse_messages(body),
+            vec![json!({"jsonrpc": "2.0", "id": 1, "result": {}})]
+        );
+    }
+}
