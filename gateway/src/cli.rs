@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 /// aie: MCP servers that let an AI employee work around the clock without ever acting
 /// behind its owner's back.
 #[derive(Debug, Parser)]
-#[command(name = "aie", version, about, long_about = None)]
+#[command(name = "aie", version, about = "aie: MCP servers that let an AI employee work around the clock without ever acting behind its owner's back.", long_about = None)]
 pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "AIE_LOG_JSON")]
@@ -44,7 +44,12 @@ pub enum ServeTarget {
 /// and a non-zero exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    aie_shared::telemetry::init(cli.log_json);
+    // The demo prints its own timeline; services log their life.
+    let filter = match cli.command {
+        Command::Demo => "warn,rmcp=error",
+        _ => aie_shared::telemetry::SERVICE_FILTER,
+    };
+    aie_shared::telemetry::init(filter, cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

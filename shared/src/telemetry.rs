@@ -1,11 +1,17 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), text or JSON.
+//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (else the caller's default), text
+//! or JSON.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-/// Installs the global subscriber once; later calls are no-ops. `json` selects one JSON
-/// object per line, for log shippers.
-pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// The filter for long-running services: aie's own events at info, the SDK's chatter
+/// (a line per session and notification) only when it warns.
+pub const SERVICE_FILTER: &str = "info,rmcp=warn";
+
+/// Installs the global subscriber once; later calls are no-ops. `default_filter` applies
+/// when `RUST_LOG` is unset; `json` selects one JSON object per line, for log shippers.
+pub fn init(default_filter: &str, json: bool) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {
         registry
