@@ -1,0 +1,353 @@
+//! Benchmark of aie's MCP core on loopback: `tools/call` of a trivial tool, stateless JSON
+//! (2026-07-28) and legacy session (2025-11-25), beside a bare axum JSON echo measured in the
+//! same run; then the idle resident memory of `aie serve conformance`.
+//!
+//! Run: `cargo build --release -p aie && cargo bench -p aie-e2e --bench mcp_core`.
+//! Prints figures only; it never fails on time.
+
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use aie_shared::{
+    HttpOptions, Metrics, ToolOutput, ToolServer, ToolSet, ToolSpec, app, http, streamable_http,
+};
+use axum::{Json, Router, routing::post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, client::conn::http1};
+use hyper_util::rt::TokioIo;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const CONNECTIONS: usize = 8;
+const WARMUP: Duration = Duration::from_millis(500);
+const MEASURE: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 3;
+const ACCEPT: &str = "application/json, text/event-stream";
+
+#[derive(Deserialize, JsonSchema)]
+struct EchoArgs {
+    /// Text to send back.
+    text: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Echoed {
+    text: String,
+}
+impl ToolOutput for Echoed {
+    fn render(&self) -> String {
+        self.text.clone()
+    }
+}
+
+fn echo_server() -> ToolServer {
+    let mut tools = ToolSet::new();
+    tools.add(
+        ToolSpec::read("echo", "Echo", "Sends the text back"),
+        |a: EchoArgs| async move { Ok(Echoed { text: a.text }) },
+    );
+    ToolServer::new("bench", tools)
+}
+
+/// Starts both servers on a runtime of their own (its own threads), returns their addresses.
+fn start_servers() -> (SocketAddr, SocketAddr) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        runtime.block_on(async move {
+            let aie = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let aie_addr = aie.local_addr().expect("addr");
+            let opts = HttpOptions::new(aie_addr);
+            let streams = CancellationToken::new();
+            let metrics = Metrics::new();
+            let mcp = streamable_http(
+                echo_server().with_metrics(metrics.clone()),
+                &opts,
+                metrics.clone(),
+                streams.clone(),
+            );
+            let router = app(mcp, &opts, metrics, http::always_ready());
+            tokio::spawn(http::serve(
+                aie,
+                router,
+                None,
+                streams,
+                std::future::pending(),
+            ));
+
+            let bare = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let bare_addr = bare.local_addr().expect("addr");
+            let echo = Router::new().route("/echo", post(bare_echo));
+            tokio::spawn(async move { axum::serve(bare, echo).await });
+            tx.send((aie_addr, bare_addr)).expect("report addresses");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().expect("servers started")
+}
+
+/// The bare baseline: parse a JSON-RPC request, answer the same result shape.
+async fn bare_echo(Json(req): Json<Value>) -> Json<Value> {
+    let text = req
+        .pointer("/params/arguments/text")
+        .cloned()
+        .unwrap_or(Value::Null);
+    Json(json!({"jsonrpc": "2.0", "id": req["id"], "result": {
+        "content": [{"type": "text", "text": text}], "structuredContent": {"text": text}, "isError": false}}))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Stateless,
+    LegacySession,
+    BareEcho,
+}
+
+fn call_body(id: u64, stateless: bool) -> String {
+    let mut params = json!({"name": "echo", "arguments": {"text": "hello"}});
+    if stateless {
+        params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}});
+    }
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}).to_string()
+}
+
+fn request(
+    addr: SocketAddr,
+    path: &str,
+    body: String,
+    headers: &[(&str, &str)],
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::post(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder.body(Full::new(Bytes::from(body))).expect("request")
+}
+
+/// One connection's loop until `deadline`; returns latencies of the calls that began after
+/// `measure_from`.
+async fn connection(
+    mode: Mode,
+    addr: SocketAddr,
+    measure_from: Instant,
+    deadline: Instant,
+) -> (Vec<Duration>, usize) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+
+    let mut session = String::new();
+    if let Mode::LegacySession = mode {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
+        let res = sender
+            .send_request(request(addr, "/mcp", init.to_string(), &[]))
+            .await
+            .expect("initialize");
+        session = res.headers()["mcp-session-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let _ = res.into_body().collect().await;
+        sender.ready().await.expect("ready");
+        let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+        let headers = [
+            ("mcp-session-id", session.as_str()),
+            ("mcp-protocol-version", "2025-11-25"),
+        ];
+        let res = sender
+            .send_request(request(addr, "/mcp", done, &headers))
+            .await
+            .expect("initialized");
+        let _ = res.into_body().collect().await;
+    }
+
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut id = 1;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        sender.ready().await.expect("ready");
+        let req = match mode {
+            Mode::Stateless => request(
+                addr,
+                "/mcp",
+                call_body(id, true),
+                &[
+                    ("mcp-protocol-version", "2026-07-28"),
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", "echo"),
+                ],
+            ),
+            Mode::LegacySession => request(
+                addr,
+                "/mcp",
+                call_body(id, false),
+                &[
+                    ("mcp-session-id", session.as_str()),
+                    ("mcp-protocol-version", "2025-11-25"),
+                ],
+            ),
+            Mode::BareEcho => request(addr, "/echo", call_body(id, false), &[]),
+        };
+        let started = Instant::now();
+        let res = sender.send_request(req).await.expect("send");
+        let ok = res.status().is_success();
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let elapsed = started.elapsed();
+        if !ok || !body.windows(8).any(|w| w == b"\"hello\"}") {
+            errors += 1;
+        }
+        if started >= measure_from {
+            latencies.push(elapsed);
+        }
+        id += 1;
+    }
+    (latencies, errors)
+}
+
+struct Figures {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: usize,
+}
+
+async fn round(mode: Mode, addr: SocketAddr) -> Figures {
+    let start = Instant::now();
+    let measure_from = start + WARMUP;
+    let deadline = measure_from + MEASURE;
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|_| tokio::spawn(connection(mode, addr, measure_from, deadline)))
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (latencies, e) = task.await.expect("connection task");
+        all.extend(latencies);
+        errors += e;
+    }
+    all.sort();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 - 1.0) * q) as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    Figures {
+        rps: all.len() as f64 / MEASURE.as_secs_f64(),
+        p50_us: pick(0.50),
+        p99_us: pick(0.99),
+        errors,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Resident memory of a process, in MiB, from /proc.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn idle_memory() {
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("aie")))
+        .filter(|p| p.exists());
+    let Some(bin) = bin else {
+        println!("idle RSS: skipped (build the binary first: cargo build --release -p aie)");
+        return;
+    };
+    let mut child = Command::new(&bin)
+        .args(["serve", "conformance", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn aie");
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = rss_mib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    match rss {
+        Some(mib) => println!(
+            "idle RSS of `aie serve conformance` ({}): {mib:.1} MiB",
+            bin.display()
+        ),
+        None => println!("idle RSS: could not read /proc"),
+    }
+}
+
+fn main() {
+    aie_shared::init_crypto();
+    let (aie, bare) = start_servers();
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    println!(
+        "tools/call of a trivial tool on loopback: {CONNECTIONS} keep-alive connections, {ROUNDS} rounds of {}s after {}ms warm-up; median of rounds",
+        MEASURE.as_secs(),
+        WARMUP.as_millis()
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>8}",
+        "mode", "req/s", "p50 µs", "p99 µs", "errors"
+    );
+    let mut bare_rps = 0.0;
+    for (mode, addr, label) in [
+        (Mode::BareEcho, bare, "bare axum JSON echo"),
+        (Mode::Stateless, aie, "aie stateless JSON (2026-07-28)"),
+        (
+            Mode::LegacySession,
+            aie,
+            "aie legacy session SSE (2025-11-25)",
+        ),
+    ] {
+        let rounds: Vec<Figures> = (0..ROUNDS)
+            .map(|_| client.block_on(round(mode, addr)))
+            .collect();
+        let errors = rounds.iter().map(|f| f.errors).sum::<usize>();
+        let rps = median(rounds.iter().map(|f| f.rps).collect());
+        let p50 = median(rounds.iter().map(|f| f.p50_us).collect());
+        let p99 = median(rounds.iter().map(|f| f.p99_us).collect());
+        if let Mode::BareEcho = mode {
+            bare_rps = rps;
+        }
+        let share = if bare_rps > 0.0 {
+            format!("  ({:.0}% of bare)", 100.0 * rps / bare_rps)
+        } else {
+            String::new()
+        };
+        println!("{label:<34} {rps:>10.0} {p50:>10.0} {p99:>10.0} {errors:>8}{share}");
+    }
+    idle_memory();
+}
