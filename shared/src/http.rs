@@ -186,7 +186,7 @@ async fn check_host_and_origin(State(guard): State<Guard>, req: Request, next: N
         return plain(StatusCode::BAD_REQUEST, "Bad Request: missing Host header");
     };
     let host = host_of(&authority).to_ascii_lowercase();
-    if !guard.hosts.iter().any(|h| *h == host) {
+    if !guard.hosts.contains(&host) {
         tracing::warn!(host, "refused: Host not allowed");
         return plain(
             StatusCode::FORBIDDEN,
@@ -199,7 +199,7 @@ async fn check_host_and_origin(State(guard): State<Guard>, req: Request, next: N
             .unwrap_or("")
             .trim_end_matches('/')
             .to_ascii_lowercase();
-        if !is_loopback_origin(&origin) && !guard.origins.iter().any(|o| *o == origin) {
+        if !is_loopback_origin(&origin) && !guard.origins.contains(&origin) {
             tracing::warn!(origin, "refused: Origin not allowed");
             return plain(
                 StatusCode::FORBIDDEN,

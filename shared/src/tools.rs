@@ -196,10 +196,8 @@ impl ToolSet {
             ));
         };
         let result = handler(arguments.unwrap_or_default()).await;
-        if result.is_error == Some(true) {
-            if let Some(metrics) = metrics {
-                metrics.tool_error(name);
-            }
+        if let (Some(true), Some(metrics)) = (result.is_error, metrics) {
+            metrics.tool_error(name);
         }
         Ok(result)
     }
