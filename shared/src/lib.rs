@@ -11,6 +11,8 @@
 //!   checks, body limit, timeouts, concurrency limit, TLS, graceful shutdown.
 //! - [`metrics`]: Prometheus counters and latency histograms per method and tool.
 //! - [`telemetry`]: `tracing` set-up.
+//! - [`vault`]: the shared markdown vault: layout, task and approval files, claim-by-move,
+//!   init/check/repair.
 
 pub mod endpoint;
 
@@ -27,6 +29,9 @@ pub mod telemetry;
 
 pub mod tools;
 pub use tools::{ToolError, ToolOutput, ToolSet, ToolSpec};
+
+pub mod vault;
+pub use vault::{Vault, VaultError};
 
 /// Installs rustls' ring provider as the process default, once. Every TLS client and server
 /// in aie uses it, so the tree carries one crypto stack; call it before building any

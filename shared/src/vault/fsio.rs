@@ -1,0 +1,200 @@
+//! The filesystem primitives the vault's guarantees rest on: a move that never replaces, and
+//! writes that never leave a half-written file behind.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+/// Marks the temporary files this module writes (`.<name>.<pid>.<n>.tmp`): hidden from
+/// listings by the leading dot, and recognisable by `check` if a crash leaves one behind.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+
+/// Moves `from` to `to`, failing with `AlreadyExists` rather than replacing `to`, and with
+/// `NotFound` when `from` is gone (another agent moved it first).
+///
+/// Uses `renameat2(RENAME_NOREPLACE)`, one atomic step; where the filesystem does not
+/// support the flag, falls back to [`link_then_unlink`].
+pub(crate) fn move_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    match rename_no_replace(from, to) {
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => link_then_unlink(from, to),
+        other => other,
+    }
+}
+
+/// `renameat2(RENAME_NOREPLACE)`; `Unsupported` when this filesystem or kernel lacks the flag.
+#[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::{
+        fs::{CWD, RenameFlags, renameat_with},
+        io::Errno,
+    };
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        // Linux answers EINVAL when the filesystem lacks the flag, very old kernels ENOSYS,
+        // macOS ENOTSUP: none of these is a refusal, so the caller falls back.
+        Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// No atomic no-replace rename on this platform: always the fallback.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+fn rename_no_replace(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// The fallback move: hard-link `to` (which refuses an existing name), then unlink `from`.
+///
+/// Of several movers of one source, each may create its own link, but only one unlink of the
+/// source succeeds; the others see `NotFound`, remove their link and lose. Between link and
+/// unlink the file is briefly visible at both names, which `check` would report as a duplicate.
+pub(crate) fn link_then_unlink(from: &Path, to: &Path) -> io::Result<()> {
+    fs::hard_link(from, to)?;
+    match fs::remove_file(from) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // We lost (or cannot finish): take back our link so the task has one home.
+            // If removing our own fresh link fails too there is nothing safer to do; the
+            // first error is the one the caller can act on.
+            let _ = fs::remove_file(to);
+            Err(e)
+        }
+    }
+}
+
+/// Replaces `path` with `bytes` atomically: a reader sees the old file or the new one, never
+/// a mix, and after a crash the file is one or the other.
+///
+/// Only for a file the caller owns (its own `In_Progress/<agent>/` file), since it replaces.
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let temp = write_temp(path, bytes)?;
+    // Replacing is the point here: std's rename is the atomic replace.
+    if let Err(e) = fs::rename(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    sync_parent(path)
+}
+
+/// Creates `path` with `bytes`, failing with `AlreadyExists` if it exists; the file appears
+/// whole or not at all.
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let temp = write_temp(path, bytes)?;
+    if let Err(e) = move_no_replace(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    sync_parent(path)
+}
+
+/// Writes `bytes` to a fresh temporary file beside `path` and flushes it to disk.
+fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    let temp = temp_path(path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(temp)
+}
+
+/// A temporary name in the same directory as `path` (so the final rename stays on one
+/// filesystem), unique per process and call.
+fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.{n}{TEMP_SUFFIX}", std::process::id()))
+}
+
+/// Flushes a directory entry change (a rename) to disk, so the file's new name survives a crash.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    /// The claim's move refuses to replace an existing file and leaves both untouched.
+    #[test]
+    fn vault_move_no_replace_never_replaces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, "A").expect("a");
+        fs::write(&b, "B").expect("b");
+        let err = move_no_replace(&a, &b).expect_err("must refuse");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        let err = link_then_unlink(&a, &b).expect_err("fallback must refuse");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&a).expect("a"), b"A");
+        assert_eq!(fs::read(&b).expect("b"), b"B");
+        let gone = move_no_replace(&dir.path().join("missing"), &dir.path().join("c"));
+        assert_eq!(gone.expect_err("missing").kind(), io::ErrorKind::NotFound);
+    }
+
+    /// Both the atomic rename and the link fallback give one source to exactly one of 16
+    /// concurrent movers, and the losers leave nothing behind.
+    #[test]
+    fn vault_move_no_replace_one_winner() {
+        type Mover = fn(&Path, &Path) -> io::Result<()>;
+        for (name, mover) in [
+            ("rename", move_no_replace as Mover),
+            ("link", link_then_unlink as Mover),
+        ] {
+            for round in 0..50 {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let src = dir.path().join("task.md");
+                fs::write(&src, "body").expect("src");
+                let barrier = Arc::new(Barrier::new(16));
+                let handles: Vec<_> = (0..16)
+                    .map(|i| {
+                        let (src, barrier) = (src.clone(), barrier.clone());
+                        let dest = dir.path().join(format!("dest{i}.md"));
+                        std::thread::spawn(move || {
+                            barrier.wait();
+                            mover(&src, &dest).is_ok()
+                        })
+                    })
+                    .collect();
+                let wins = handles
+                    .into_iter()
+                    .map(|h| h.join().expect("join"))
+                    .filter(|won| *won)
+                    .count();
+                assert_eq!(wins, 1, "{name} round {round}");
+                let left: Vec<_> = fs::read_dir(dir.path()).expect("dir").collect();
+                assert_eq!(left.len(), 1, "{name} round {round}: one file remains");
+            }
+        }
+    }
+
+    /// Atomic writes leave no temporary file behind, and `write_new` refuses an existing file.
+    #[test]
+    fn vault_atomic_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.md");
+        write_new(&path, b"one").expect("new");
+        let again = write_new(&path, b"two").expect_err("exists");
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        write_replacing(&path, b"three").expect("replace");
+        assert_eq!(fs::read(&path).expect("read"), b"three");
+        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 1);
+    }
+}

@@ -1,0 +1,734 @@
+//! The vault's behaviour end to end on real directories: concurrent claims (threads and
+//! processes), refused path tricks, broken files left alone, round-trips, check and repair.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, Barrier},
+    thread,
+};
+
+use chrono::TimeDelta;
+use serde_json::json;
+use tempfile::TempDir;
+
+use super::*;
+
+/// Set in a child process to the vault it should claim in (see [`claim_child_process`]).
+const CHILD_VAULT_ENV: &str = "AIE_VAULT_TEST_CHILD_VAULT";
+/// Set in a child process to the prefix of its agents' names.
+const CHILD_AGENT_ENV: &str = "AIE_VAULT_TEST_CHILD_AGENT";
+/// Threads per child process.
+const CHILD_THREADS: usize = 4;
+/// Tasks in each contended run.
+const CONTENDED_TASKS: usize = 1000;
+
+fn task_id(raw: &str) -> TaskId {
+    TaskId::new(raw).expect("valid task id")
+}
+
+fn agent(raw: &str) -> AgentName {
+    AgentName::new(raw).expect("valid agent name")
+}
+
+/// A fresh vault in a temporary directory (kept alive by the returned guard).
+fn new_vault() -> (TempDir, Vault) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = Vault::init(dir.path().join("vault")).expect("init");
+    (dir, vault)
+}
+
+/// The body every seeded task carries, so tests can see it survived intact.
+fn body_of(id: &TaskId) -> String {
+    format!("Task {id}.\n\n- [ ] step one\n- [ ] step two\n")
+}
+
+/// Adds `n` tasks spread over the domains, each with a human's extra key.
+fn seed(vault: &Vault, n: usize) -> Vec<TaskId> {
+    (0..n)
+        .map(|i| {
+            let id = task_id(&format!("t{i:05}"));
+            let domain = Domain::ALL[i % Domain::ALL.len()];
+            let mut task = Task::new(id.clone(), domain, format!("Task number {i}"), body_of(&id));
+            task.meta.extra.insert("priority".into(), "high".into());
+            vault.create_task(&task).expect("create task");
+            id
+        })
+        .collect()
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        for entry in fs::read_dir(&next).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(path.clone(), fs::read(&path).expect("read"));
+            }
+        }
+    }
+    files
+}
+
+/// Claims every id in order as `agent`; returns the ids won and every loser's error.
+fn claim_all(vault: &Vault, ids: &[TaskId], agent: &AgentName) -> (Vec<TaskId>, Vec<VaultError>) {
+    let (mut won, mut lost) = (Vec::new(), Vec::new());
+    for id in ids {
+        match vault.claim(id, agent) {
+            Ok(claim) => {
+                assert_eq!(&claim.owner, agent);
+                assert!(!claim.renewed, "{id} first claim reported as renewal");
+                won.push(claim.task_id);
+            }
+            Err(e) => lost.push(e),
+        }
+    }
+    (won, lost)
+}
+
+/// After a contended run: every task is in exactly one `In_Progress/<agent>/`, that agent
+/// is the one whose claim returned Ok, the file is intact, and every loser was told the
+/// real winner.
+fn assert_each_owned_once(
+    vault: &Vault,
+    ids: &[TaskId],
+    wins: &BTreeMap<TaskId, Vec<AgentName>>,
+    losses: &[VaultError],
+) {
+    assert_eq!(wins.len(), ids.len(), "every task claimed");
+    for id in ids {
+        let winners = &wins[id];
+        assert_eq!(winners.len(), 1, "task {id} claimed by {winners:?}");
+        let stored = vault.read_task(id).expect("read claimed task");
+        assert_eq!(stored.folder, TaskFolder::InProgress, "{id}");
+        assert_eq!(stored.holder.as_ref(), Some(&winners[0]), "{id} holder");
+        assert_eq!(
+            stored.task.meta.owner.as_ref(),
+            Some(&winners[0]),
+            "{id} owner field"
+        );
+        assert!(stored.task.meta.lease_until.is_some(), "{id} lease");
+        assert_eq!(stored.task.body, body_of(id), "{id} body intact");
+        assert_eq!(
+            stored
+                .task
+                .meta
+                .extra
+                .get("priority")
+                .and_then(|v| v.as_str()),
+            Some("high")
+        );
+    }
+    for loss in losses {
+        match loss {
+            VaultError::AlreadyClaimed { id, owner } => {
+                assert_eq!(
+                    Some(owner),
+                    wins[id].first(),
+                    "loser told the wrong winner for {id}"
+                )
+            }
+            other => panic!("a losing claim failed otherwise: {other}"),
+        }
+    }
+    let listing = vault.list_tasks(TaskFilter::default()).expect("list");
+    assert!(listing.broken.is_empty(), "{:?}", listing.broken);
+    assert_eq!(listing.tasks.len(), ids.len());
+    assert!(
+        listing
+            .tasks
+            .iter()
+            .all(|t| t.folder == TaskFolder::InProgress)
+    );
+    assert!(vault.check().expect("check").is_empty());
+}
+
+/// 16 threads race for the same 1,000 tasks in the same order: each task ends up owned by
+/// exactly one agent, the one whose claim succeeded, and each loser is told that agent.
+#[test]
+fn vault_claim_16_threads_each_task_owned_once() {
+    let (_dir, vault) = new_vault();
+    let ids = Arc::new(seed(&vault, CONTENDED_TASKS));
+    let barrier = Arc::new(Barrier::new(16));
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let (vault, ids, barrier) = (vault.clone(), ids.clone(), barrier.clone());
+            thread::spawn(move || {
+                let me = agent(&format!("agent{i:02}"));
+                barrier.wait();
+                let (won, lost) = claim_all(&vault, &ids, &me);
+                (me, won, lost)
+            })
+        })
+        .collect();
+    let mut wins: BTreeMap<TaskId, Vec<AgentName>> = BTreeMap::new();
+    let mut losses = Vec::new();
+    for handle in handles {
+        let (me, won, lost) = handle.join().expect("claimer thread");
+        for id in won {
+            wins.entry(id).or_default().push(me.clone());
+        }
+        losses.extend(lost);
+    }
+    assert_eq!(
+        losses.len(),
+        15 * CONTENDED_TASKS,
+        "every other attempt lost"
+    );
+    assert_each_owned_once(&vault, &ids, &wins, &losses);
+}
+
+/// The child half of the multi-process test: does nothing unless started by it.
+#[test]
+fn claim_child_process() {
+    let (Ok(root), Ok(prefix)) = (
+        std::env::var(CHILD_VAULT_ENV),
+        std::env::var(CHILD_AGENT_ENV),
+    ) else {
+        return;
+    };
+    let vault = Vault::open(root).expect("child opens vault");
+    // The ids `seed` made, known in advance: a listing would race with the other claimers.
+    let ids: Vec<TaskId> = (0..CONTENDED_TASKS)
+        .map(|i| task_id(&format!("t{i:05}")))
+        .collect();
+    let handles: Vec<_> = (0..CHILD_THREADS)
+        .map(|i| {
+            let (vault, ids) = (vault.clone(), ids.clone());
+            let me = agent(&format!("{prefix}-{i}"));
+            thread::spawn(move || {
+                let (won, lost) = claim_all(&vault, &ids, &me);
+                (me, won, lost)
+            })
+        })
+        .collect();
+    // End libtest's "test ... " line, which it leaves open while the test runs.
+    println!();
+    for handle in handles {
+        let (me, won, lost) = handle.join().expect("child thread");
+        for id in won {
+            println!("WON {me} {id}");
+        }
+        for error in lost {
+            match error {
+                VaultError::AlreadyClaimed { id, owner } => println!("LOST {me} {id} {owner}"),
+                other => println!("ERROR {me} {other}"),
+            }
+        }
+    }
+}
+
+/// 4 processes of 4 threads race for the same 1,000 tasks: the same guarantees hold across
+/// processes, checked from each child's own report of what it won and lost.
+#[test]
+fn vault_claim_4_processes_each_task_owned_once() {
+    let (_dir, vault) = new_vault();
+    let ids = seed(&vault, CONTENDED_TASKS);
+    let exe = std::env::current_exe().expect("test binary");
+    let children: Vec<_> = (0..4)
+        .map(|p| {
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "vault::tests::claim_child_process",
+                    "--nocapture",
+                ])
+                .args(["--test-threads", "1"])
+                .env(CHILD_VAULT_ENV, vault.root())
+                .env(CHILD_AGENT_ENV, format!("proc{p}"))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    let mut wins: BTreeMap<TaskId, Vec<AgentName>> = BTreeMap::new();
+    let mut losses = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().expect("child output");
+        assert!(output.status.success(), "child failed");
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let words: Vec<_> = line.split(' ').collect();
+            match words.as_slice() {
+                ["WON", me, id] => wins.entry(task_id(id)).or_default().push(agent(me)),
+                ["LOST", _, id, owner] => losses.push(VaultError::AlreadyClaimed {
+                    id: task_id(id),
+                    owner: agent(owner),
+                }),
+                ["ERROR", ..] => panic!("child claim error: {line}"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        losses.len(),
+        15 * CONTENDED_TASKS,
+        "every other attempt lost"
+    );
+    assert_each_owned_once(&vault, &ids, &wins, &losses);
+}
+
+/// Ids and agent names with path tricks are refused before any file is touched; the bait
+/// file beside the vault is never reached.
+#[test]
+fn vault_bad_ids_are_refused_and_touch_nothing() {
+    let (dir, vault) = new_vault();
+    seed(&vault, 4);
+    let bait = dir.path().join("bait.md");
+    fs::write(&bait, "---\nid: bait\n---\nbait\n").expect("bait");
+    let before = snapshot(dir.path());
+    let absolute = bait.with_extension("").display().to_string();
+    let long = "x".repeat(MAX_ID_LEN + 1);
+    for raw in [
+        "..",
+        "../bait",
+        "../../bait",
+        "Needs_Action/email/t00000",
+        "a\\b",
+        "t\0",
+        absolute.as_str(),
+        "",
+        long.as_str(),
+        ".t00000",
+    ] {
+        let err = TaskId::new(raw).expect_err(raw);
+        assert!(err.to_string().contains(&format!("{raw:?}")), "{err}");
+        assert!(AgentName::new(raw).is_err(), "agent {raw:?}");
+    }
+    // The same strings as agent names on otherwise valid operations.
+    for raw in ["..", "../..", "x/../../bait"] {
+        assert!(matches!(
+            AgentName::new(raw),
+            Err(VaultError::InvalidId { .. })
+        ));
+    }
+    // A 128-character id is the longest accepted.
+    assert!(TaskId::new("x".repeat(MAX_ID_LEN)).is_ok());
+    // Claims and reads of valid ids that do not exist touch nothing either.
+    let ghost = task_id("bait");
+    assert!(matches!(
+        vault.claim(&ghost, &agent("a")),
+        Err(VaultError::TaskNotFound { .. })
+    ));
+    assert!(matches!(
+        vault.read_task(&ghost),
+        Err(VaultError::TaskNotFound { .. })
+    ));
+    assert_eq!(before, snapshot(dir.path()));
+    assert!(
+        vault.agents().expect("agents").is_empty(),
+        "no agent folder made"
+    );
+}
+
+/// A file whose id field tries a path trick is reported as broken, not followed.
+#[test]
+fn vault_front_matter_id_with_path_trick_is_broken_not_followed() {
+    let (dir, vault) = new_vault();
+    let path = vault.needs_action_dir(Domain::Email).join("t1.md");
+    fs::write(
+        &path,
+        "---\nid: ../../bait\ndomain: email\ntitle: x\ncreated: 2025-01-01\n---\n",
+    )
+    .expect("write");
+    let before = snapshot(dir.path());
+    let err = vault
+        .claim(&task_id("t1"), &agent("a"))
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("field `id`: invalid task id"),
+        "{err}"
+    );
+    assert_eq!(before, snapshot(dir.path()));
+}
+
+/// A task with broken front matter: every operation names the file and the reason, and
+/// the file's bytes never change and it never moves.
+#[test]
+fn vault_broken_front_matter_is_reported_and_left_untouched() {
+    let (_dir, vault) = new_vault();
+    let path = vault.needs_action_dir(Domain::Email).join("t1.md");
+    let broken = b"---\nid: t1\ndomain: email\ncreated: 2025-01-31T09:00:00Z\n---\nBody\n";
+    fs::write(&path, broken).expect("write");
+    let unfenced = vault.needs_action_dir(Domain::Social).join("t2.md");
+    fs::write(&unfenced, b"just text, no front matter\n").expect("write");
+    let id = task_id("t1");
+
+    let read = vault.read_task(&id).expect_err("broken").to_string();
+    assert_eq!(
+        read,
+        "Needs_Action/email/t1.md: front matter: missing field `title`"
+    );
+    let claim = vault
+        .claim(&id, &agent("cloud"))
+        .expect_err("broken")
+        .to_string();
+    assert_eq!(claim, read);
+
+    let listing = vault.list_tasks(TaskFilter::default()).expect("list");
+    assert!(listing.tasks.is_empty());
+    let broken_paths: Vec<_> = listing.broken.iter().map(|b| b.path.as_str()).collect();
+    assert_eq!(
+        broken_paths,
+        ["Needs_Action/email/t1.md", "Needs_Action/social/t2.md"]
+    );
+    assert!(
+        listing.broken[1]
+            .error
+            .contains("does not start with a `---` line")
+    );
+
+    let findings = vault.repair().expect("repair").left;
+    assert!(
+        findings.iter().any(|f| f.to_string() == read),
+        "{findings:?}"
+    );
+    assert_eq!(fs::read(&path).expect("still there"), broken);
+    assert_eq!(
+        fs::read(&unfenced).expect("still there"),
+        b"just text, no front matter\n"
+    );
+    assert!(
+        !vault
+            .in_progress_root()
+            .join("cloud")
+            .join("t1.md")
+            .exists()
+    );
+}
+
+/// A claim, a release and a completion keep a human's own keys and the body byte for byte.
+#[test]
+fn vault_lifecycle_keeps_unknown_keys_and_body() {
+    let (_dir, vault) = new_vault();
+    let original = "---\nid: t1\nx-custom: keep me\ndomain: payments\ntitle: Pay Bob\n\
+                    created: 2025-01-31T09:00:00Z\ntags: [a, b]\nnested: {k: [1, 2]}\n---\n\
+                    Body with --- inside\n\n## Notes\n";
+    fs::write(
+        vault.needs_action_dir(Domain::Payments).join("t1.md"),
+        original,
+    )
+    .expect("write");
+    let (id, me) = (task_id("t1"), agent("local"));
+    let first = Task::parse(original).expect("parse");
+
+    let claim = vault.claim(&id, &me).expect("claim");
+    assert_eq!(claim.path, "In_Progress/local/t1.md");
+    let held = vault.read_task(&id).expect("read").task;
+    assert_eq!(held.body, first.body);
+    assert_eq!(held.meta.extra, first.meta.extra);
+    assert_eq!(held.meta.owner.as_ref(), Some(&me));
+
+    let renewed = vault.claim(&id, &me).expect("renew");
+    assert!(renewed.renewed);
+    assert_eq!(renewed.claimed_at, claim.claimed_at);
+
+    assert_eq!(
+        vault.release(&id, &me).expect("release"),
+        "Needs_Action/payments/t1.md"
+    );
+    let released = vault.read_task(&id).expect("read").task;
+    assert_eq!(released.meta.owner, None);
+    assert_eq!(released.meta.lease_until, None);
+    assert_eq!(released.meta.extra, first.meta.extra);
+
+    vault.claim(&id, &me).expect("claim again");
+    assert_eq!(
+        vault.complete(&id, &me, Some("paid")).expect("complete"),
+        "Done/t1.md"
+    );
+    let done = vault.read_task(&id).expect("read");
+    assert_eq!(done.folder, TaskFolder::Done);
+    assert_eq!(done.task.meta.note.as_deref(), Some("paid"));
+    assert!(done.task.meta.completed_at.is_some());
+    assert_eq!(done.task.body, first.body);
+    assert_eq!(done.task.meta.extra, first.meta.extra);
+    let text = fs::read_to_string(vault.done_dir().join("t1.md")).expect("done file");
+    assert!(text.contains("x-custom: keep me"), "{text}");
+    assert!(matches!(
+        vault.claim(&id, &me),
+        Err(VaultError::NotClaimable {
+            folder: TaskFolder::Done,
+            ..
+        })
+    ));
+}
+
+/// Only the holder may release or complete; a second agent's claim names the holder.
+#[test]
+fn vault_only_the_holder_releases_or_completes() {
+    let (_dir, vault) = new_vault();
+    let ids = seed(&vault, 1);
+    let (cloud, local) = (agent("cloud"), agent("local"));
+    vault.claim(&ids[0], &cloud).expect("claim");
+    let err = vault.claim(&ids[0], &local).expect_err("held").to_string();
+    assert_eq!(err, "task `t00000` is already claimed by agent `cloud`");
+    let err = vault
+        .release(&ids[0], &local)
+        .expect_err("not held")
+        .to_string();
+    assert!(err.contains("claimed by agent `cloud`"), "{err}");
+    assert!(vault.complete(&ids[0], &local, None).is_err());
+    vault.release(&ids[0], &cloud).expect("holder releases");
+    assert!(
+        vault.release(&ids[0], &cloud).is_err(),
+        "nothing left to release"
+    );
+}
+
+/// Listing filters by folder and domain and reports owner from the folder.
+#[test]
+fn vault_list_by_folder_and_domain() {
+    let (_dir, vault) = new_vault();
+    let ids = seed(&vault, 8);
+    vault.claim(&ids[0], &agent("cloud")).expect("claim");
+    let email = vault
+        .list_tasks(TaskFilter {
+            folder: Some(TaskFolder::NeedsAction),
+            domain: Some(Domain::Email),
+        })
+        .expect("list");
+    let got: Vec<_> = email.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(got, ["t00004"]);
+    let held = vault
+        .list_tasks(TaskFilter {
+            folder: Some(TaskFolder::InProgress),
+            domain: None,
+        })
+        .expect("list");
+    assert_eq!(held.tasks.len(), 1);
+    assert_eq!(held.tasks[0].owner, Some(agent("cloud")));
+    let json = serde_json::to_value(&held.tasks[0]).expect("json");
+    assert_eq!(json["folder"], "In_Progress");
+    assert_eq!(json["domain"], "email");
+}
+
+/// A lease that has run out is reported as stale; a fresh one is not.
+#[test]
+fn vault_stale_lease_is_reported() {
+    let (_dir, vault) = new_vault();
+    let ids = seed(&vault, 2);
+    let short = vault.clone().with_lease(TimeDelta::minutes(1));
+    let claim = short.claim(&ids[0], &agent("cloud")).expect("claim");
+    vault.claim(&ids[1], &agent("local")).expect("claim");
+    let now = task::now();
+    assert!(vault.stale_leases(now).expect("stale").is_empty());
+    let later = claim.lease_until + TimeDelta::seconds(1);
+    let stale = vault.stale_leases(later).expect("stale");
+    assert_eq!(stale.len(), 1);
+    assert_eq!(
+        (&stale[0].task_id, &stale[0].owner),
+        (&ids[0], &agent("cloud"))
+    );
+}
+
+/// Approval requests are written create-only and read back with a matching hash.
+#[test]
+fn vault_approval_write_and_read() {
+    let (_dir, vault) = new_vault();
+    let request = ApprovalRequest::new(
+        ApprovalId::new("a1").expect("id"),
+        Domain::Email,
+        "email_send",
+        json!({"to": "alice@example.org", "body": "hi"}),
+        agent("cloud"),
+        task::now() + TimeDelta::hours(24),
+    )
+    .with_preview("To alice: hi\n");
+    assert_eq!(
+        vault.write_approval_request(&request).expect("write"),
+        "Pending_Approval/email/a1.md"
+    );
+    assert!(matches!(
+        vault.write_approval_request(&request),
+        Err(VaultError::AlreadyExists { .. })
+    ));
+    let (path, back) = vault
+        .read_approval_request(&request.meta.approval_id)
+        .expect("read");
+    assert_eq!(path, "Pending_Approval/email/a1.md");
+    assert_eq!(back, request);
+    assert!(back.hash_matches());
+}
+
+/// `check` lists a duplicated task, an orphaned and a tampered approval, a missing folder and
+/// a missing `.gitignore` line; `repair` fixes only the folder and the line, and no file is
+/// deleted or changed.
+#[test]
+fn vault_check_and_repair_list_and_delete_nothing() {
+    let (dir, vault) = new_vault();
+    let ids = seed(&vault, 2);
+    let original = vault.needs_action_dir(Domain::Email).join("t00000.md");
+    fs::copy(&original, vault.done_dir().join("t00000.md")).expect("duplicate");
+    let orphan = ApprovalRequest::new(
+        ApprovalId::new("a-orphan").expect("id"),
+        Domain::Social,
+        "social_publish",
+        json!({"text": "hello"}),
+        agent("cloud"),
+        task::now(),
+    )
+    .for_task(task_id("ghost"));
+    vault.write_approval_request(&orphan).expect("orphan");
+    let fine = orphan.clone();
+    let mut fine = ApprovalRequest {
+        meta: ApprovalMeta {
+            approval_id: ApprovalId::new("a-fine").expect("id"),
+            ..fine.meta
+        },
+        ..fine
+    };
+    fine.meta.task_id = Some(ids[1].clone());
+    vault.write_approval_request(&fine).expect("fine");
+    let tampered_path = vault.pending_approval_dir(Domain::Social).join("a-fine.md");
+    let text = fs::read_to_string(&tampered_path).expect("read");
+    fs::write(&tampered_path, text.replace("text: hello", "text: goodbye")).expect("tamper");
+    fs::remove_dir_all(vault.root().join("Updates")).expect("remove folder");
+    let gitignore = vault.gitignore_path();
+    let trimmed = fs::read_to_string(&gitignore)
+        .expect("gitignore")
+        .replace("*token*\n", "");
+    fs::write(&gitignore, trimmed).expect("gitignore");
+
+    let findings = vault.check().expect("check");
+    let expected = [
+        Finding::MissingFolder {
+            path: "Updates".into(),
+        },
+        Finding::MissingGitignoreLine {
+            line: "*token*".into(),
+        },
+        Finding::DuplicateTask {
+            id: ids[0].clone(),
+            paths: vec![
+                "Needs_Action/email/t00000.md".into(),
+                "Done/t00000.md".into(),
+            ],
+        },
+        Finding::ApprovalHashMismatch {
+            path: "Pending_Approval/social/a-fine.md".into(),
+        },
+        Finding::OrphanedApproval {
+            path: "Pending_Approval/social/a-orphan.md".into(),
+            task_id: task_id("ghost"),
+        },
+    ];
+    for want in &expected {
+        assert!(findings.contains(want), "missing {want:?} in {findings:#?}");
+    }
+    assert_eq!(findings.len(), expected.len(), "{findings:#?}");
+
+    let before = snapshot(dir.path());
+    let report = vault.repair().expect("repair");
+    assert_eq!(report.fixed, expected[..2]);
+    assert_eq!(report.left, expected[2..]);
+    let after = snapshot(dir.path());
+    for (path, bytes) in &before {
+        if path != &gitignore {
+            assert_eq!(
+                after.get(path),
+                Some(bytes),
+                "{} changed or vanished",
+                path.display()
+            );
+        }
+    }
+    let gitignore_text = fs::read_to_string(&gitignore).expect("gitignore");
+    assert!(gitignore_text.lines().any(|l| l == "*token*"));
+    assert!(vault.root().join("Updates/.gitkeep").is_file());
+    assert_eq!(
+        vault.check().expect("check").len(),
+        3,
+        "only the human's findings remain"
+    );
+}
+
+/// `init` on an existing vault changes nothing, and a fresh vault checks clean with every
+/// secret pattern ignored.
+#[test]
+fn vault_init_is_idempotent_and_clean() {
+    let (dir, vault) = new_vault();
+    assert!(vault.check().expect("check").is_empty());
+    let first = snapshot(dir.path());
+    Vault::init(vault.root()).expect("init again");
+    assert_eq!(first, snapshot(dir.path()));
+    let gitignore = fs::read_to_string(vault.gitignore_path()).expect("gitignore");
+    for line in layout::GITIGNORE_LINES {
+        assert!(gitignore.lines().any(|l| l == *line), "{line}");
+    }
+    for dir in Vault::layout_dirs() {
+        assert!(
+            vault.root().join(&dir).join(".gitkeep").is_file(),
+            "{}",
+            dir.display()
+        );
+    }
+    assert!(vault.root().join("Needs_Action/conflicts").is_dir());
+    assert!(vault.root().join("Dashboard.md").is_file());
+    assert!(vault.root().join("README.md").is_file());
+}
+
+/// Creating a task whose id exists anywhere is refused.
+#[test]
+fn vault_create_task_refuses_existing_id() {
+    let (_dir, vault) = new_vault();
+    let ids = seed(&vault, 1);
+    vault.claim(&ids[0], &agent("cloud")).expect("claim");
+    let again = Task::new(ids[0].clone(), Domain::Social, "again", "");
+    let err = vault.create_task(&again).expect_err("exists").to_string();
+    assert_eq!(
+        err,
+        "In_Progress/cloud/t00000.md already exists; not replacing it"
+    );
+    let names: BTreeSet<_> = vault
+        .list_tasks(TaskFilter::default())
+        .expect("list")
+        .tasks
+        .into_iter()
+        .map(|t| t.path)
+        .collect();
+    assert_eq!(names.len(), 1);
+}
+
+/// Links in a synced vault are never followed: a linked task file or a linked domain folder
+/// pointing at valid task files outside the vault lists nothing, claims nothing, changes
+/// nothing, and `check` names both links.
+#[cfg(unix)]
+#[test]
+fn vault_symlinks_are_never_followed() {
+    let (dir, vault) = new_vault();
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).expect("outside");
+    let bait = Task::new(task_id("bait"), Domain::Email, "bait", "secret\n");
+    fs::write(outside.join("bait.md"), bait.render().expect("render")).expect("bait");
+    let linked = Task::new(task_id("linked"), Domain::Whatsapp, "linked", "secret\n");
+    fs::write(outside.join("linked.md"), linked.render().expect("render")).expect("linked");
+    let email = vault.needs_action_dir(Domain::Email);
+    std::os::unix::fs::symlink(outside.join("bait.md"), email.join("bait.md")).expect("link");
+    let whatsapp = vault.needs_action_dir(Domain::Whatsapp);
+    fs::remove_dir_all(&whatsapp).expect("rm");
+    std::os::unix::fs::symlink(&outside, &whatsapp).expect("dir link");
+    let before = snapshot(&outside);
+
+    let listing = vault.list_tasks(TaskFilter::default()).expect("list");
+    assert!(
+        listing.tasks.is_empty() && listing.broken.is_empty(),
+        "{listing:?}"
+    );
+    for id in ["bait", "linked"] {
+        let err = vault.claim(&task_id(id), &agent("cloud")).expect_err(id);
+        assert!(matches!(err, VaultError::TaskNotFound { .. }), "{err}");
+        assert!(vault.read_task(&task_id(id)).is_err());
+    }
+    let findings = vault.check().expect("check");
+    for path in ["Needs_Action/email/bait.md", "Needs_Action/whatsapp"] {
+        let want = Finding::Symlink { path: path.into() };
+        assert!(findings.contains(&want), "{want:?} not in {findings:#?}");
+    }
+    assert_eq!(before, snapshot(&outside));
+}
