@@ -1,6 +1,8 @@
 //! The `aie` command line.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use aie_shared::vault::AgentName;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +29,31 @@ pub enum Command {
         #[command(subcommand)]
         server: ServeTarget,
     },
+    /// Vault maintenance.
+    Vault {
+        /// The vault directory.
+        #[arg(long, global = true, env = "AIE_VAULT")]
+        vault: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        /// What to do.
+        #[command(subcommand)]
+        action: VaultAction,
+    },
+}
+
+/// `aie vault` actions.
+#[derive(Debug, Subcommand)]
+pub enum VaultAction {
+    /// Lay out a new vault (folders, .gitignore for secrets, a note for Obsidian users); safe to repeat.
+    Init,
+    /// Check the vault's invariants; exit 1 when something is wrong.
+    Check,
+    /// Fix what is safe to fix and list the rest; never deletes anything.
+    Repair,
+    /// Tasks per state folder and unreadable files.
+    Status,
 }
 
 /// Servers `aie serve` can run.
@@ -38,6 +65,22 @@ pub enum ServeTarget {
         #[arg(long, default_value = "127.0.0.1:3001", env = "AIE_LISTEN")]
         listen: SocketAddr,
     },
+    /// The vault-claim server: list, read, claim, release and complete tasks; notes to the owner.
+    VaultClaim {
+        /// Address to listen on; port 0 picks a free port (the URL is printed).
+        #[arg(long, default_value = "127.0.0.1:3101", env = "AIE_LISTEN")]
+        listen: SocketAddr,
+        /// The vault directory.
+        #[arg(long, env = "AIE_VAULT")]
+        vault: PathBuf,
+        /// The agent this server claims for (its folder under In_Progress/).
+        #[arg(long, default_value = "local", env = "AIE_AGENT", value_parser = parse_agent)]
+        agent: AgentName,
+    },
+}
+
+fn parse_agent(raw: &str) -> Result<AgentName, String> {
+    AgentName::new(raw).map_err(|e| e.to_string())
 }
 
 /// Parses the arguments, runs the command, and turns every error into one line on stderr
@@ -66,6 +109,29 @@ pub fn main() -> ExitCode {
             Command::Serve {
                 server: ServeTarget::Conformance { listen },
             } => crate::serve::conformance(listen).await,
+            Command::Serve {
+                server:
+                    ServeTarget::VaultClaim {
+                        listen,
+                        vault,
+                        agent,
+                    },
+            } => crate::serve::vault_claim(listen, &vault, agent).await,
+            Command::Vault {
+                vault,
+                json,
+                action,
+            } => {
+                let Some(dir) = vault else {
+                    anyhow::bail!("which vault? pass --vault DIR or set AIE_VAULT");
+                };
+                match action {
+                    VaultAction::Init => crate::vault_cmd::init(&dir),
+                    VaultAction::Check => crate::vault_cmd::check(&dir, json),
+                    VaultAction::Repair => crate::vault_cmd::repair(&dir, json),
+                    VaultAction::Status => crate::vault_cmd::status(&dir, json),
+                }
+            }
         }
     });
     match result {

@@ -5,7 +5,9 @@
 //!   line on a user's error.
 //! - [`serve`]: hosting one server on its own listener.
 //! - [`demo`]: `aie demo`, the self-contained run that shows the suite working.
+//! - [`vault_cmd`]: `aie vault ...`, vault maintenance.
 
 pub mod cli;
 pub mod demo;
 pub mod serve;
+pub mod vault_cmd;

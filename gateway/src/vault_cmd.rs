@@ -1,0 +1,83 @@
+//! `aie vault init|check|repair|status`: vault maintenance from the command line.
+
+use std::{path::Path, process::ExitCode};
+
+use aie_shared::vault::{TaskFilter, TaskFolder, Vault};
+use anyhow::Context;
+
+/// `aie vault init`: lays out a vault (idempotent).
+pub fn init(dir: &Path) -> anyhow::Result<ExitCode> {
+    Vault::init(dir).with_context(|| format!("laying out a vault in {}", dir.display()))?;
+    println!("vault ready at {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(dir: &Path) -> anyhow::Result<Vault> {
+    Vault::open(dir)
+        .with_context(|| "opening the vault (lay one out with `aie vault init --vault DIR`)")
+}
+
+/// `aie vault check`: lists what breaks the vault's invariants; exit 1 when anything does.
+pub fn check(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let findings = open(dir)?.check()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+    } else {
+        for finding in &findings {
+            println!("{finding}");
+        }
+        println!("{} finding(s)", findings.len());
+    }
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `aie vault repair`: fixes what is safe, lists the rest; exit 1 when anything is left.
+pub fn repair(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let report = open(dir)?.repair()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for fixed in &report.fixed {
+            println!("fixed: {fixed}");
+        }
+        for left in &report.left {
+            println!("left for you: {left}");
+        }
+        println!("{} fixed, {} left", report.fixed.len(), report.left.len());
+    }
+    Ok(if report.left.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `aie vault status`: tasks per state folder and unreadable files.
+pub fn status(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let vault = open(dir)?;
+    let listing = vault.list_tasks(TaskFilter::default())?;
+    let count = |folder: TaskFolder| listing.tasks.iter().filter(|t| t.folder == folder).count();
+    let counts: Vec<(TaskFolder, usize)> =
+        TaskFolder::ALL.iter().map(|f| (*f, count(*f))).collect();
+    if json {
+        let folders: serde_json::Map<String, serde_json::Value> = counts
+            .iter()
+            .map(|(f, n)| (f.to_string(), (*n).into()))
+            .collect();
+        let out = serde_json::json!({"vault": dir.display().to_string(), "folders": folders, "broken": listing.broken});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("vault {}", dir.display());
+        for (folder, n) in &counts {
+            println!("  {folder:<12} {n}");
+        }
+        for broken in &listing.broken {
+            println!("  unreadable: {}: {}", broken.path, broken.error);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
