@@ -41,6 +41,24 @@ pub enum Command {
         #[command(subcommand)]
         action: VaultAction,
     },
+    /// The config file: validate it, print its schema.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `aie config` actions.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate a config file: prints `FILE: ok`, or every error with its line and key and exits 1.
+    Check {
+        /// The config file, e.g. aie.toml.
+        file: PathBuf,
+    },
+    /// Print the config file's JSON Schema (for editors and CI).
+    Schema,
 }
 
 /// `aie vault` actions.
@@ -132,6 +150,10 @@ pub fn main() -> ExitCode {
                     VaultAction::Status => crate::vault_cmd::status(&dir, json),
                 }
             }
+            Command::Config { action } => match action {
+                ConfigAction::Check { file } => crate::config_cmd::check(&file),
+                ConfigAction::Schema => crate::config_cmd::schema(),
+            },
         }
     });
     match result {

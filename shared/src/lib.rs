@@ -5,14 +5,20 @@
 //!   [`ToolServer`], the handler every aie server is. The only module that configures
 //!   rmcp's transport.
 //! - [`tools`]: tools declared once, as typed handlers; schemas and result envelopes follow.
+//! - [`config`]: `aie.toml`: loading with every error at its line, the JSON Schema,
+//!   flag and `AIE_*` overrides, live reload.
 //! - [`endpoint`]: `/mcp` in front of rmcp: body limit, JSON-RPC envelope errors,
 //!   2025-03-26 batches, per-method metrics.
 //! - [`http`]: the listener: `/mcp`, `/healthz`, `/readyz`, `/metrics`, Host and Origin
 //!   checks, body limit, timeouts, concurrency limit, TLS, graceful shutdown.
 //! - [`metrics`]: Prometheus counters and latency histograms per method and tool.
+//! - [`policy`]: effect classes, zones and client roles: which tool a call may reach.
 //! - [`telemetry`]: `tracing` set-up.
 //! - [`vault`]: the shared markdown vault: layout, task and approval files, claim-by-move,
 //!   init/check/repair.
+
+pub mod config;
+pub use config::{Config, ConfigErrors, ConfigWatcher, Overrides};
 
 pub mod endpoint;
 
@@ -24,6 +30,9 @@ pub use mcp::{ToolServer, rmcp, streamable_http};
 
 pub mod metrics;
 pub use metrics::Metrics;
+
+pub mod policy;
+pub use policy::{Decision, EffectClass, Policy, Zone};
 
 pub mod telemetry;
 
