@@ -1,6 +1,9 @@
 //! The crate every aie server and the gateway stand on.
 //!
 //! # Layout
+//! - [`approvals`]: the human's decisions: the HMAC-authenticated approval ledger in the
+//!   state folder, approve/reject, and authorizing an execute call at most once.
+//! - [`audit`]: the hash-chained audit log, one JSON line per tool call, and `verify`.
 //! - [`mcp`]: MCP over the pinned rmcp: the dual-era Streamable HTTP endpoint and
 //!   [`ToolServer`], the handler every aie server is. The only module that configures
 //!   rmcp's transport.
@@ -16,6 +19,12 @@
 //! - [`telemetry`]: `tracing` set-up.
 //! - [`vault`]: the shared markdown vault: layout, task and approval files, claim-by-move,
 //!   init/check/repair.
+
+pub mod approvals;
+pub use approvals::{ApprovalError, ApprovalLedger, Approvals, Authorized, Refusal, Refused};
+
+pub mod audit;
+pub use audit::{AuditError, AuditLog, AuditRecord, ToolCall, VerifyReport};
 
 pub mod config;
 pub use config::{Config, ConfigErrors, ConfigWatcher, Overrides};

@@ -30,7 +30,7 @@ mod error;
 pub use error::VaultError;
 
 mod frontmatter;
-mod fsio;
+pub(crate) mod fsio;
 
 pub mod id;
 pub use id::{AgentName, ApprovalId, MAX_ID_LEN, TaskId};

@@ -133,6 +133,31 @@ impl Vault {
         true
     }
 
+    /// Makes `dir` (inside this vault) and any missing parents, refusing to create anything
+    /// through a symbolic link: every existing part must be a real folder. Returns whether
+    /// `dir` is now a real folder of the vault.
+    pub(crate) fn create_real_dir(&self, dir: &Path) -> std::io::Result<bool> {
+        let Ok(inner) = dir.strip_prefix(&self.root) else {
+            return Ok(false);
+        };
+        let mut at = self.root.clone();
+        for part in inner.components() {
+            at.push(part);
+            match fs::symlink_metadata(&at) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(&at) {
+                    // Made meanwhile by someone else: looked at again below.
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                    _ if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) => return Ok(false),
+                    _ => {}
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
     /// Whether `path` is a regular file (not a link) in a real folder of this vault.
     pub(crate) fn is_plain_file(&self, path: &Path) -> bool {
         path.parent().is_some_and(|dir| self.is_real_dir(dir))

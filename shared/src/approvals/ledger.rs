@@ -1,0 +1,729 @@
+//! The approval ledger: `<state>/approvals.jsonl`, the local machine's record of every
+//! human decision and every use of an approval. It lives in the state folder, never in the
+//! vault, so nothing that syncs can add to it.
+//!
+//! Each line is one entry in canonical JSON with a `mac`: HMAC-SHA256, under the key in
+//! `<state>/approval.key`, of the entry's canonical JSON without `mac`. Entries are appended
+//! and flushed to disk, never rewritten; what the ledger says about an approval is the fold
+//! of its entries in order. Every entry has a `seq` one more than the one before, so a line
+//! taken out shows as a gap.
+//!
+//! A ledger that fails its checks (a line whose MAC does not verify, a gap, an unreadable
+//! whole line, entries that contradict each other) authorizes nothing until a person looks:
+//! see [`LedgerState::damage`].
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    fs::{self, File, OpenOptions},
+    io::{self, Read, Write},
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard, PoisonError},
+};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Sha256;
+
+use super::ApprovalError;
+use crate::{
+    audit::to_hex,
+    vault::{ApprovalId, TaskId, canonical_json, fsio},
+};
+
+/// The ledger's file name in the state folder.
+pub const LEDGER_FILE: &str = "approvals.jsonl";
+/// The ledger key's file name in the state folder.
+pub const KEY_FILE: &str = "approval.key";
+/// Bytes in the ledger key.
+const KEY_LEN: usize = 32;
+
+/// HMAC-SHA256, the ledger's authentication.
+type HmacSha256 = Hmac<Sha256>;
+
+/// How an approved action ended, as its server said (or did not).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It happened.
+    Ok,
+    /// It failed and did not happen.
+    Error,
+    /// Nobody knows (a timeout, a lost connection): for the human, never retried.
+    InDoubt,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::InDoubt => "in doubt",
+        })
+    }
+}
+
+/// How the human gave an approval.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum HowApproved {
+    /// `aie approvals approve ID`.
+    Command,
+    /// The file moved by hand into `Approved/` on this machine (see `adopt_manual_approvals`).
+    MovedByHand,
+}
+
+/// What one ledger entry records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The human approved this exact request.
+    Approved {
+        /// The approved payload's hash.
+        payload_sha256: String,
+        /// The execute tool that may run it.
+        tool: String,
+        /// After this it may not run.
+        expires_at: DateTime<Utc>,
+        /// The task it serves.
+        task_id: Option<TaskId>,
+        /// The local user who decided.
+        decided_by: String,
+        /// Through the command or by moving the file.
+        how: HowApproved,
+    },
+    /// The human rejected the request (or revoked an unused approval).
+    Rejected {
+        /// The rejected payload's hash (empty when the file could not be read).
+        payload_sha256: String,
+        /// The local user who decided.
+        decided_by: String,
+        /// The human's reason.
+        reason: String,
+    },
+    /// The approval was taken for one execution; written before the server is called.
+    Used {
+        /// The payload handed to the server.
+        payload_sha256: String,
+        /// The tool that ran it.
+        tool: String,
+    },
+    /// How the execution ended.
+    Result {
+        /// Ok, error or in doubt.
+        outcome: Outcome,
+        /// A short note from the server (a message id, an error); never a message body.
+        detail: String,
+    },
+    /// The request's file was set aside into `Quarantine/` so it can never cause an action.
+    SetAside {
+        /// Why.
+        reason: String,
+        /// Where it went, relative to the vault root.
+        path: String,
+    },
+}
+
+/// One ledger line, without its `mac`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// 1 for the first entry, then one more each time.
+    pub seq: u64,
+    /// The approval it is about.
+    pub approval_id: ApprovalId,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// What it records.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// The human's approval, as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Approval {
+    /// The approved payload's hash.
+    pub payload_sha256: String,
+    /// The execute tool that may run it.
+    pub tool: String,
+    /// After this it may not run.
+    pub expires_at: DateTime<Utc>,
+    /// The task it serves.
+    pub task_id: Option<TaskId>,
+    /// Who approved it.
+    pub decided_by: String,
+    /// When.
+    pub decided_at: DateTime<Utc>,
+    /// Through the command or by moving the file.
+    pub how: HowApproved,
+}
+
+/// The human's rejection, as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Rejection {
+    /// The rejected payload's hash.
+    pub payload_sha256: String,
+    /// Who rejected it.
+    pub decided_by: String,
+    /// When.
+    pub decided_at: DateTime<Utc>,
+    /// Why.
+    pub reason: String,
+}
+
+/// An execution's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Finished {
+    /// Ok, error or in doubt.
+    pub outcome: Outcome,
+    /// The server's short note.
+    pub detail: String,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// A set-aside of the request's file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct SetAside {
+    /// Why.
+    pub reason: String,
+    /// Where it went.
+    pub path: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Everything the ledger says about one approval: the fold of its entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct LedgerRecord {
+    /// The approval, if given.
+    pub approved: Option<Approval>,
+    /// The rejection, if any; it outranks an approval (a revoked approval).
+    pub rejected: Option<Rejection>,
+    /// When it was taken for its one execution.
+    pub used_at: Option<DateTime<Utc>>,
+    /// How that execution ended, once known.
+    pub result: Option<Finished>,
+    /// Every time its file was set aside.
+    pub set_aside: Vec<SetAside>,
+}
+
+/// What kind of problem a ledger line has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// A line cut short by a crash mid-write; harmless, since the entry never counted.
+    Torn,
+    /// A whole line that is not an entry.
+    Unreadable,
+    /// A line whose MAC does not verify: altered or forged.
+    BadMac,
+    /// A `seq` that does not follow the one before: a line was removed or moved.
+    Gap,
+    /// An authentic entry that contradicts earlier ones (two decisions, two uses).
+    Conflict,
+}
+
+/// A ledger line that was ignored, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct LedgerProblem {
+    /// Its line number, from 1.
+    pub line: usize,
+    /// What is wrong.
+    pub kind: ProblemKind,
+    /// The details.
+    pub detail: String,
+}
+
+impl fmt::Display for LedgerProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{LEDGER_FILE} line {}: {}", self.line, self.detail)
+    }
+}
+
+/// The ledger read and folded: each approval's record, and the lines that did not count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LedgerState {
+    /// Every approval the ledger knows, by id.
+    pub approvals: BTreeMap<ApprovalId, LedgerRecord>,
+    /// Lines ignored, in file order.
+    pub problems: Vec<LedgerProblem>,
+    /// The approval ids named by lines whose MAC does not verify.
+    pub bad_mac_ids: BTreeSet<String>,
+    /// The last authentic entry's seq.
+    #[serde(skip)]
+    last_seq: u64,
+    /// The file ends in an unterminated (torn) line.
+    #[serde(skip)]
+    needs_newline: bool,
+}
+
+impl LedgerState {
+    /// What the ledger says about `id`.
+    pub fn get(&self, id: &ApprovalId) -> Option<&LedgerRecord> {
+        self.approvals.get(id)
+    }
+
+    /// The first problem that makes the ledger untrustworthy (anything but a torn line);
+    /// while there is one, nothing is authorized.
+    pub fn damage(&self) -> Option<&LedgerProblem> {
+        self.problems.iter().find(|p| p.kind != ProblemKind::Torn)
+    }
+
+    /// Records a problem with a line.
+    fn problem(&mut self, line: usize, kind: ProblemKind, detail: impl Into<String>) {
+        self.problems.push(LedgerProblem {
+            line,
+            kind,
+            detail: detail.into(),
+        });
+    }
+
+    /// Folds one authentic entry in; one that contradicts the record so far is a conflict.
+    fn apply(&mut self, line: usize, entry: LedgerEntry) {
+        let id = entry.approval_id.clone();
+        let record = self.approvals.entry(id.clone()).or_default();
+        let conflict = match entry.event {
+            Event::Approved {
+                payload_sha256,
+                tool,
+                expires_at,
+                task_id,
+                decided_by,
+                how,
+            } => {
+                if record.approved.is_some() || record.rejected.is_some() {
+                    Some("a second decision")
+                } else {
+                    record.approved = Some(Approval {
+                        payload_sha256,
+                        tool,
+                        expires_at,
+                        task_id,
+                        decided_by,
+                        decided_at: entry.at,
+                        how,
+                    });
+                    None
+                }
+            }
+            Event::Rejected {
+                payload_sha256,
+                decided_by,
+                reason,
+            } => {
+                if record.rejected.is_some() || record.used_at.is_some() {
+                    Some("a rejection after a rejection or a use")
+                } else {
+                    record.rejected = Some(Rejection {
+                        payload_sha256,
+                        decided_by,
+                        decided_at: entry.at,
+                        reason,
+                    });
+                    None
+                }
+            }
+            Event::Used { .. } => {
+                if record.approved.is_none() || record.rejected.is_some() {
+                    Some("a use without a standing approval")
+                } else if record.used_at.is_some() {
+                    Some("a second use")
+                } else {
+                    record.used_at = Some(entry.at);
+                    None
+                }
+            }
+            Event::Result { outcome, detail } => {
+                let settled = record
+                    .result
+                    .as_ref()
+                    .is_some_and(|r| r.outcome != Outcome::InDoubt);
+                if record.used_at.is_none() || settled {
+                    Some("a result without a use, or a second result")
+                } else {
+                    record.result = Some(Finished {
+                        outcome,
+                        detail,
+                        at: entry.at,
+                    });
+                    None
+                }
+            }
+            Event::SetAside { reason, path } => {
+                record.set_aside.push(SetAside {
+                    reason,
+                    path,
+                    at: entry.at,
+                });
+                None
+            }
+        };
+        if let Some(what) = conflict {
+            self.problem(
+                line,
+                ProblemKind::Conflict,
+                format!("{what} for approval `{id}`: ignored"),
+            );
+        }
+    }
+}
+
+/// The ledger of one state folder, with its key. Cheap to clone.
+#[derive(Clone)]
+pub struct ApprovalLedger {
+    path: PathBuf,
+    mac: HmacSha256,
+}
+
+impl fmt::Debug for ApprovalLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key.
+        f.debug_struct("ApprovalLedger")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApprovalLedger {
+    /// Opens the ledger in `state_dir`, making the folder (mode 0700) and the key (32 random
+    /// bytes, mode 0600) on first use.
+    pub fn open(state_dir: &Path) -> Result<Self, ApprovalError> {
+        make_private_dir(state_dir)?;
+        let key_path = state_dir.join(KEY_FILE);
+        let key = load_or_create_key(&key_path)?;
+        let mac = HmacSha256::new_from_slice(&key).map_err(|e| ApprovalError::BadKey {
+            path: key_path,
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            path: state_dir.join(LEDGER_FILE),
+            mac,
+        })
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads and folds the ledger.
+    pub fn read(&self) -> Result<LedgerState, ApprovalError> {
+        Ok(self.lock()?.state)
+    }
+
+    /// Takes the ledger for a read-check-append: the process-wide mutex, then an exclusive
+    /// `flock` on the file (so the `aie approvals` command and a running stack take turns),
+    /// then the fold of what is there now.
+    pub(crate) fn lock(&self) -> Result<Locked<'_>, ApprovalError> {
+        // One ledger user at a time in this process: `flock` alone would also serialise
+        // threads (each `open` is its own lock), but the mutex makes that independent of the
+        // platform's lock semantics.
+        static LEDGER_LOCK: Mutex<()> = Mutex::new(());
+        let guard = LEDGER_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut file = private_file_options()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.path)
+            .map_err(|e| ApprovalError::io(&self.path, e))?;
+        lock_exclusive(&file).map_err(|e| ApprovalError::io(&self.path, e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| ApprovalError::io(&self.path, e))?;
+        let state = self.fold(&String::from_utf8_lossy(&bytes));
+        Ok(Locked {
+            ledger: self,
+            file,
+            state,
+            _guard: guard,
+        })
+    }
+
+    /// The entry's MAC: hex HMAC-SHA256 of its canonical JSON without `mac`.
+    fn mac_hex(&self, entry: &Value) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(canonical_json(entry).as_bytes());
+        to_hex(&mac.finalize().into_bytes())
+    }
+
+    /// Whether `tag` (hex) is the MAC of `entry`, compared in constant time.
+    fn mac_verifies(&self, entry: &Value, tag: &str) -> bool {
+        let Some(tag) = from_hex(tag) else {
+            return false;
+        };
+        let mut mac = self.mac.clone();
+        mac.update(canonical_json(entry).as_bytes());
+        mac.verify_slice(&tag).is_ok()
+    }
+
+    /// Folds the ledger's text; lines that do not count become problems.
+    fn fold(&self, text: &str) -> LedgerState {
+        let mut state = LedgerState::default();
+        let mut segments: Vec<&str> = text.split('\n').collect();
+        // After the final line break comes either nothing or an unterminated line.
+        let last = segments.pop().unwrap_or_default();
+        let terminated = segments.len();
+        state.needs_newline = !last.is_empty();
+        // Unreadable lines wait to see whether the next entry continues the chain of seqs:
+        // if it does, they never were entries (torn writes), else something was lost.
+        let mut unreadable: Vec<usize> = Vec::new();
+        for (index, text) in segments.into_iter().chain([last]).enumerate() {
+            let line = index + 1;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(text) else {
+                unreadable.push(line);
+                continue;
+            };
+            let tag = map.remove("mac");
+            let named = map
+                .get("approval_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let value = Value::Object(map);
+            let authentic = tag
+                .as_ref()
+                .and_then(Value::as_str)
+                .is_some_and(|tag| self.mac_verifies(&value, tag));
+            if !authentic {
+                state.problem(
+                    line,
+                    ProblemKind::BadMac,
+                    format!("the MAC does not verify (entry about approval {named:?}): the line was altered or forged"),
+                );
+                state.bad_mac_ids.insert(named);
+                continue;
+            }
+            let entry: LedgerEntry = match serde_json::from_value(value) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    // Authentic but not understood: written by a newer aie, perhaps. Not
+                    // knowing what it says, nothing may be decided on the ledger.
+                    state.problem(
+                        line,
+                        ProblemKind::Unreadable,
+                        format!("an authentic entry this version cannot read: {e}"),
+                    );
+                    continue;
+                }
+            };
+            let follows = entry.seq == state.last_seq + 1;
+            for at in unreadable.drain(..) {
+                if follows {
+                    state.problem(
+                        at,
+                        ProblemKind::Torn,
+                        "a line cut short by an interrupted write",
+                    );
+                } else {
+                    state.problem(at, ProblemKind::Unreadable, "not a ledger entry");
+                }
+            }
+            if !follows {
+                state.problem(
+                    line,
+                    ProblemKind::Gap,
+                    format!(
+                        "seq {} follows seq {}: entries were removed or moved",
+                        entry.seq, state.last_seq
+                    ),
+                );
+                if entry.seq <= state.last_seq {
+                    // A repeated or moved-back entry: counted once already, or out of order.
+                    continue;
+                }
+            }
+            state.last_seq = entry.seq;
+            state.apply(line, entry);
+        }
+        for at in unreadable {
+            if at > terminated {
+                state.problem(
+                    at,
+                    ProblemKind::Torn,
+                    "a line cut short by an interrupted write",
+                );
+            } else {
+                state.problem(at, ProblemKind::Unreadable, "not a ledger entry");
+            }
+        }
+        state
+    }
+}
+
+/// The ledger taken for a read-check-append; dropping it releases the file lock, then the
+/// process-wide mutex (fields drop in order).
+pub(crate) struct Locked<'a> {
+    ledger: &'a ApprovalLedger,
+    file: File,
+    /// The ledger as folded when it was taken, plus what was appended since.
+    pub(crate) state: LedgerState,
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl Locked<'_> {
+    /// Appends one entry and flushes it to disk before returning.
+    pub(crate) fn append(
+        &mut self,
+        approval_id: &ApprovalId,
+        event: Event,
+    ) -> Result<LedgerEntry, ApprovalError> {
+        let entry = LedgerEntry {
+            seq: self.state.last_seq + 1,
+            approval_id: approval_id.clone(),
+            at: Utc::now().trunc_subsecs(3),
+            event,
+        };
+        let encode = |e: serde_json::Error| ApprovalError::Encode(e.to_string());
+        let mut value = serde_json::to_value(&entry).map_err(encode)?;
+        let mac = self.ledger.mac_hex(&value);
+        if let Value::Object(map) = &mut value {
+            map.insert("mac".to_owned(), Value::String(mac));
+        }
+        let mut line = canonical_json(&value);
+        line.push('\n');
+        if self.state.needs_newline {
+            // Start after a torn line instead of joining it.
+            line.insert(0, '\n');
+        }
+        let path = &self.ledger.path;
+        let written = self
+            .file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            self.state.needs_newline = true;
+            return Err(ApprovalError::io(path, e));
+        }
+        self.state.needs_newline = false;
+        self.state.last_seq = entry.seq;
+        // Line numbers only matter for problems, which a fresh read reports exactly.
+        self.state.apply(0, entry.clone());
+        Ok(entry)
+    }
+}
+
+/// Takes an exclusive advisory lock on the open ledger, waiting for other processes.
+#[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+fn lock_exclusive(file: &File) -> io::Result<()> {
+    rustix::fs::flock(file, rustix::fs::FlockOperation::LockExclusive).map_err(io::Error::from)
+}
+
+/// No `flock` through rustix here: the process-wide mutex is the only lock.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+fn lock_exclusive(_file: &File) -> io::Result<()> {
+    Ok(())
+}
+
+/// Open options for files only the owner may read: the key, the ledger.
+fn private_file_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+/// Creates the state folder (mode 0700) if it is missing.
+fn make_private_dir(dir: &Path) -> Result<(), ApprovalError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|e| ApprovalError::io(dir, e))
+}
+
+/// Reads the key, or makes it: 32 random bytes written to a private temporary file, then
+/// moved into place without replacing, so two first uses agree on one key.
+fn load_or_create_key(path: &Path) -> Result<Vec<u8>, ApprovalError> {
+    match read_key(path) {
+        Err(ApprovalError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        other => return other,
+    }
+    let mut key = [0u8; KEY_LEN];
+    getrandom::fill(&mut key).map_err(|e| ApprovalError::Random(e.to_string()))?;
+    let temp = path.with_file_name(format!(".{KEY_FILE}.{}.tmp", std::process::id()));
+    let written = private_file_options()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut file| file.write_all(&key).and_then(|()| file.sync_all()));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(ApprovalError::io(&temp, e));
+    }
+    match fsio::move_no_replace(&temp, path) {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| ApprovalError::io(dir, e))?;
+            }
+            Ok(key.to_vec())
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                // Another process made it first: use theirs.
+                read_key(path)
+            } else {
+                Err(ApprovalError::io(path, e))
+            }
+        }
+    }
+}
+
+/// Reads an existing key, refusing a link, a wrong length or loose permissions.
+fn read_key(path: &Path) -> Result<Vec<u8>, ApprovalError> {
+    let meta = fs::symlink_metadata(path).map_err(|e| ApprovalError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(ApprovalError::BadKey {
+            path: path.to_path_buf(),
+            reason: "not a plain file (a link?)".into(),
+        });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(ApprovalError::KeyPermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let key = fs::read(path).map_err(|e| ApprovalError::io(path, e))?;
+    if key.len() != KEY_LEN {
+        return Err(ApprovalError::BadKey {
+            path: path.to_path_buf(),
+            reason: format!("{} bytes, expected {KEY_LEN}", key.len()),
+        });
+    }
+    Ok(key)
+}
+
+/// Bytes from lower- or upper-case hex; `None` if it is not hex.
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}

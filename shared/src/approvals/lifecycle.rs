@@ -1,0 +1,977 @@
+//! An approval's life on the vault, with the ledger as the single source of truth:
+//! approve or reject (ledger first, then the move), adopt hand-moved approvals, authorize an
+//! execution at most once, record its result, and set aside whatever may not run.
+
+use std::{
+    collections::BTreeSet,
+    fs::{self, OpenOptions},
+    io::{self, Write},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{
+    ApprovalError, ApprovalLedger, Refusal, Refused,
+    ledger::{Approval, Event, HowApproved, Locked, Outcome},
+};
+use crate::{
+    policy::Zone,
+    vault::{
+        AgentName, ApprovalId, ApprovalRequest, Domain, TaskFolder, TaskId, Vault, VaultError,
+        fsio,
+        layout::{APPROVED, DONE, REJECTED},
+        payload_sha256,
+    },
+};
+
+/// The vault folder where approval files that may not run are set aside (local zone only).
+pub const QUARANTINE: &str = "Quarantine";
+/// The folder under `Done/` where executed approval files go (apart from the tasks, which
+/// `Done/` lists).
+pub const DONE_APPROVALS: &str = "approvals";
+/// The state-folder file where sync records the vault paths it brought in.
+pub const SYNCED_PATHS_FILE: &str = "synced-paths";
+
+/// Longest kept result detail: a note, never a message body.
+const MAX_DETAIL: usize = 512;
+
+/// Where an approval request's file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Place {
+    /// `Pending_Approval/<domain>/`: waiting for the human.
+    Pending(Domain),
+    /// `Approved/`.
+    Approved,
+    /// `Rejected/`.
+    Rejected,
+    /// `Done/approvals/`: executed.
+    Done,
+    /// `Quarantine/`: set aside, never to run.
+    Quarantine,
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Pending(domain) => write!(f, "Pending_Approval/{domain}"),
+            Place::Approved => f.write_str(APPROVED),
+            Place::Rejected => f.write_str(REJECTED),
+            Place::Done => write!(f, "{DONE}/{DONE_APPROVALS}"),
+            Place::Quarantine => f.write_str(QUARANTINE),
+        }
+    }
+}
+
+/// An approval file found in the vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub(crate) place: Place,
+    pub(crate) path: PathBuf,
+}
+
+/// The human's decision, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Decided {
+    /// The approval.
+    pub approval_id: ApprovalId,
+    /// `approved` or `rejected`.
+    pub decision: String,
+    /// Who decided.
+    pub by: String,
+    /// Its file now, relative to the vault root.
+    pub path: String,
+}
+
+/// What `adopt_manual_approvals` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct AdoptReport {
+    /// Files moved into `Approved/` by hand on this machine, now approved in the ledger.
+    pub adopted: Vec<ApprovalId>,
+    /// Files that may not run, moved to `Quarantine/`: (new path, reason).
+    pub set_aside: Vec<(String, String)>,
+}
+
+/// A go-ahead for one execution: the approval is marked used; call the server with exactly
+/// `payload`, then [`Approvals::record_result`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Authorized {
+    /// The approval.
+    pub approval_id: ApprovalId,
+    /// The execute tool.
+    pub tool: String,
+    /// The domain it acts in.
+    pub domain: Domain,
+    /// The exact arguments approved.
+    pub payload: Value,
+    /// Their hash.
+    pub payload_sha256: String,
+    /// The task it serves.
+    pub task_id: Option<TaskId>,
+    /// When it was marked used.
+    pub used_at: DateTime<Utc>,
+}
+
+/// What `record_result` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ResultRecorded {
+    /// The approval.
+    pub approval_id: ApprovalId,
+    /// The outcome recorded.
+    pub outcome: Outcome,
+    /// Where its file went (`Done/approvals/` or `Quarantine/`), if it moved.
+    pub moved_to: Option<String>,
+    /// The task's file in `Done/`, if it had a task that could be completed.
+    pub task: Option<String>,
+    /// Why the task or file could not be moved, if so (the result is recorded anyway).
+    pub problems: Vec<String>,
+}
+
+/// The vault paths the sync engine brought in from the remote.
+///
+/// The rule that tells a hand move from a sync arrival: sync calls
+/// [`SyncArrivals::record`] with every path it is about to create or change **before** it
+/// writes them into the working tree. A file in `Approved/` with no ledger entry whose path
+/// was ever recorded arrived through sync and is set aside; any other arrived by hand on
+/// this machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncArrivals {
+    paths: BTreeSet<String>,
+}
+
+impl SyncArrivals {
+    /// A set of vault-relative paths (with `/` separators).
+    pub fn new<S: Into<String>>(paths: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            paths: paths.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Whether sync brought in this vault-relative path.
+    pub fn contains(&self, path: &str) -> bool {
+        self.paths.contains(path)
+    }
+
+    /// Every path recorded in `<state_dir>/synced-paths`; none when the file is missing.
+    pub fn load(state_dir: &Path) -> Result<Self, ApprovalError> {
+        let path = state_dir.join(SYNCED_PATHS_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Self::new(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(ApprovalError::io(path, e)),
+        }
+    }
+
+    /// Appends paths to `<state_dir>/synced-paths` and flushes them to disk; sync calls this
+    /// before writing those paths into the vault.
+    pub fn record<S: AsRef<str>>(
+        state_dir: &Path,
+        paths: impl IntoIterator<Item = S>,
+    ) -> Result<(), ApprovalError> {
+        let path = state_dir.join(SYNCED_PATHS_FILE);
+        let mut text = String::new();
+        for p in paths {
+            // One path a line: a name with a line break cannot be recorded faithfully, and
+            // is no approval file anyway.
+            let p = p.as_ref();
+            if !p.contains('\n') {
+                text.push_str(p);
+                text.push('\n');
+            }
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| ApprovalError::io(&path, e))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_data())
+            .map_err(|e| ApprovalError::io(&path, e))
+    }
+}
+
+/// The human's approvals on one vault and state folder: decisions, authorization, results.
+/// Cheap to clone; clones share the in-flight set.
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    vault: Vault,
+    ledger: ApprovalLedger,
+    state_dir: PathBuf,
+    /// Approvals authorized by this process whose result is not recorded yet: another call
+    /// for one is "already used", while a used one not in this set is in doubt (a crash).
+    in_flight: Arc<Mutex<BTreeSet<ApprovalId>>>,
+}
+
+impl Approvals {
+    /// Opens the ledger in `state_dir` (making its key on first use) for `vault`.
+    pub fn open(vault: Vault, state_dir: &Path) -> Result<Self, ApprovalError> {
+        Ok(Self {
+            ledger: ApprovalLedger::open(state_dir)?,
+            vault,
+            state_dir: state_dir.to_path_buf(),
+            in_flight: Arc::default(),
+        })
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &ApprovalLedger {
+        &self.ledger
+    }
+
+    /// The state folder.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The in-flight set (a panicked holder left nothing half-done in it).
+    fn in_flight(&self) -> MutexGuard<'_, BTreeSet<ApprovalId>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `Approved/<id>.md`.
+    fn approved_path(&self, id: &ApprovalId) -> PathBuf {
+        self.vault.root().join(APPROVED).join(id.file_name())
+    }
+
+    /// A folder the lifecycle moves files into, made if missing; refused if it is a link.
+    fn real_dir(&self, relative: &Path) -> Result<PathBuf, ApprovalError> {
+        let dir = self.vault.root().join(relative);
+        let real = self
+            .vault
+            .create_real_dir(&dir)
+            .map_err(|e| ApprovalError::io(&dir, e))?;
+        if !real {
+            return Err(ApprovalError::LinkedFolder {
+                path: self.vault.rel(&dir),
+            });
+        }
+        Ok(dir)
+    }
+
+    /// Moves `from` into `relative_dir` under the same name, never replacing a file.
+    fn move_into(&self, from: &Path, relative_dir: &Path) -> Result<PathBuf, ApprovalError> {
+        let dir = self.real_dir(relative_dir)?;
+        let name = from.file_name().unwrap_or_default();
+        let to = dir.join(name);
+        fsio::move_no_replace(from, &to).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                ApprovalError::Vault(VaultError::AlreadyExists {
+                    path: self.vault.rel(&to),
+                })
+            } else {
+                ApprovalError::io(&to, e)
+            }
+        })?;
+        Ok(to)
+    }
+
+    /// Every file carrying this approval id, wherever it is.
+    pub(crate) fn find(&self, id: &ApprovalId) -> Result<Vec<Found>, ApprovalError> {
+        let root = self.vault.root();
+        let name = id.file_name();
+        let mut candidates: Vec<Found> = Domain::ALL
+            .into_iter()
+            .map(|d| Found {
+                place: Place::Pending(d),
+                path: self.vault.pending_approval_dir(d).join(&name),
+            })
+            .collect();
+        for (place, dir) in [
+            (Place::Approved, root.join(APPROVED)),
+            (Place::Rejected, root.join(REJECTED)),
+            (Place::Done, root.join(DONE).join(DONE_APPROVALS)),
+        ] {
+            candidates.push(Found {
+                place,
+                path: dir.join(&name),
+            });
+        }
+        let mut found: Vec<Found> = candidates
+            .into_iter()
+            .filter(|f| self.vault.is_plain_file(&f.path))
+            .collect();
+        // Set-aside copies are `<id>.md` or `<id>~<n>.md` (`~` is never part of an id).
+        let quarantine = root.join(QUARANTINE);
+        if self.vault.is_real_dir(&quarantine) {
+            for path in self.vault.markdown_files(&quarantine)? {
+                let file = path.file_name().unwrap_or_default().to_string_lossy();
+                let rest = file.strip_prefix(id.as_str()).unwrap_or_default();
+                let counter = rest.strip_prefix('~').and_then(|r| r.strip_suffix(".md"));
+                if rest == ".md" || counter.is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+                    found.push(Found {
+                        place: Place::Quarantine,
+                        path,
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The one file of a request that can still be decided on (pending or in `Approved/`).
+    fn find_live(&self, id: &ApprovalId) -> Result<Option<Found>, ApprovalError> {
+        let mut live: Vec<Found> = self
+            .find(id)?
+            .into_iter()
+            .filter(|f| matches!(f.place, Place::Pending(_) | Place::Approved))
+            .collect();
+        match live.len() {
+            0 => Ok(None),
+            1 => Ok(live.pop()),
+            _ => Err(ApprovalError::Duplicate {
+                id: id.clone(),
+                paths: live.iter().map(|f| self.vault.rel(&f.path)).collect(),
+            }),
+        }
+    }
+
+    /// The error for a request that is nowhere it could be decided on.
+    fn not_live(&self, id: &ApprovalId) -> ApprovalError {
+        match self.find(id).ok().and_then(|f| f.into_iter().next()) {
+            Some(found) => ApprovalError::NotPending {
+                id: id.clone(),
+                place: found.place.to_string(),
+            },
+            None => ApprovalError::NotFound { id: id.clone() },
+        }
+    }
+
+    /// Reads a request file and checks that it carries the id its name says.
+    fn read_request(&self, id: &ApprovalId, path: &Path) -> Result<ApprovalRequest, ApprovalError> {
+        let request = self.vault.read_approval_file(path)?;
+        if &request.meta.approval_id != id {
+            return Err(ApprovalError::BadFile {
+                path: self.vault.rel(path),
+                reason: format!(
+                    "front matter says approval_id `{}` but the file name says `{id}`",
+                    request.meta.approval_id
+                ),
+            });
+        }
+        Ok(request)
+    }
+
+    /// Refuses to decide on a ledger that fails its checks.
+    fn ensure_sound(&self, locked: &Locked<'_>) -> Result<(), ApprovalError> {
+        match locked.state.damage() {
+            Some(problem) => Err(ApprovalError::LedgerDamaged {
+                path: self.ledger.path().to_path_buf(),
+                detail: problem.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The human approves request `id`: checks it (payload matches its hash, not expired),
+    /// writes the ledger entry, then moves the file to `Approved/`. Run again after a crash
+    /// between the two, it finishes the move.
+    pub fn approve(&self, id: &ApprovalId, by: &str) -> Result<Decided, ApprovalError> {
+        self.approve_at(id, by, Utc::now())
+    }
+
+    /// [`Approvals::approve`] as if the time were `now`.
+    pub(crate) fn approve_at(
+        &self,
+        id: &ApprovalId,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Decided, ApprovalError> {
+        let mut locked = self.ledger.lock()?;
+        self.ensure_sound(&locked)?;
+        let record = locked.state.get(id).cloned().unwrap_or_default();
+        if let Some(rejection) = record.rejected {
+            return Err(ApprovalError::AlreadyDecided {
+                id: id.clone(),
+                decision: "rejected",
+                by: rejection.decided_by,
+                at: rejection.decided_at,
+            });
+        }
+        let found = self.find_live(id)?;
+        if let Some(approval) = record.approved {
+            // Approved in the ledger, and the file still pending: a crash came between the
+            // entry and the move, so finish the move, for exactly the approved payload.
+            if let Some(Found {
+                place: Place::Pending(_),
+                path,
+            }) = found
+            {
+                let request = self.read_request(id, &path)?;
+                if payload_sha256(&request.meta.payload) != approval.payload_sha256 {
+                    return Err(ApprovalError::PayloadMismatch {
+                        path: self.vault.rel(&path),
+                    });
+                }
+                let to = self.move_into(&path, Path::new(APPROVED))?;
+                return Ok(Decided {
+                    approval_id: id.clone(),
+                    decision: "approved".into(),
+                    by: approval.decided_by,
+                    path: self.vault.rel(&to),
+                });
+            }
+            return Err(ApprovalError::AlreadyDecided {
+                id: id.clone(),
+                decision: "approved",
+                by: approval.decided_by,
+                at: approval.decided_at,
+            });
+        }
+        let found = found.ok_or_else(|| self.not_live(id))?;
+        let request = self.read_request(id, &found.path)?;
+        let meta = &request.meta;
+        if !request.hash_matches() {
+            return Err(ApprovalError::PayloadMismatch {
+                path: self.vault.rel(&found.path),
+            });
+        }
+        if now >= meta.expires_at {
+            return Err(ApprovalError::Expired {
+                id: id.clone(),
+                at: meta.expires_at,
+            });
+        }
+        // The ledger first: a file in Approved/ without its entry would be set aside, while
+        // an entry whose file is still pending is finished by running approve again.
+        locked.append(
+            id,
+            Event::Approved {
+                payload_sha256: meta.payload_sha256.clone(),
+                tool: meta.tool.clone(),
+                expires_at: meta.expires_at,
+                task_id: meta.task_id.clone(),
+                decided_by: by.to_owned(),
+                how: HowApproved::Command,
+            },
+        )?;
+        let path = match found.place {
+            Place::Pending(_) => self.move_into(&found.path, Path::new(APPROVED))?,
+            _ => found.path,
+        };
+        Ok(Decided {
+            approval_id: id.clone(),
+            decision: "approved".into(),
+            by: by.to_owned(),
+            path: self.vault.rel(&path),
+        })
+    }
+
+    /// The human rejects request `id` (pending, or approved and not yet used, which revokes
+    /// the approval): the ledger entry, then the move to `Rejected/`.
+    pub fn reject(
+        &self,
+        id: &ApprovalId,
+        by: &str,
+        reason: &str,
+    ) -> Result<Decided, ApprovalError> {
+        let mut locked = self.ledger.lock()?;
+        self.ensure_sound(&locked)?;
+        let record = locked.state.get(id).cloned().unwrap_or_default();
+        if let Some(rejection) = record.rejected {
+            return Err(ApprovalError::AlreadyDecided {
+                id: id.clone(),
+                decision: "rejected",
+                by: rejection.decided_by,
+                at: rejection.decided_at,
+            });
+        }
+        if let Some(at) = record.used_at {
+            return Err(ApprovalError::AlreadyUsed { id: id.clone(), at });
+        }
+        let found = self.find_live(id)?.ok_or_else(|| self.not_live(id))?;
+        // Rejecting is always safe, so an unreadable file can be rejected too.
+        let payload_sha256 = match self.read_request(id, &found.path) {
+            Ok(request) => payload_sha256(&request.meta.payload),
+            Err(_) => record
+                .approved
+                .map(|a| a.payload_sha256)
+                .unwrap_or_default(),
+        };
+        locked.append(
+            id,
+            Event::Rejected {
+                payload_sha256,
+                decided_by: by.to_owned(),
+                reason: reason.to_owned(),
+            },
+        )?;
+        let to = self.move_into(&found.path, Path::new(REJECTED))?;
+        Ok(Decided {
+            approval_id: id.clone(),
+            decision: "rejected".into(),
+            by: by.to_owned(),
+            path: self.vault.rel(&to),
+        })
+    }
+
+    /// Local zone only: a file in `Approved/` with no ledger entry that did not arrive
+    /// through sync was moved there by hand on this machine, and counts as approved by `by`
+    /// (if its payload matches its hash and it has not expired). Files that arrived through
+    /// sync, and hand-moved ones that may not run, are set aside.
+    pub fn adopt_manual_approvals(
+        &self,
+        zone: Zone,
+        by: &str,
+        synced: &SyncArrivals,
+    ) -> Result<AdoptReport, ApprovalError> {
+        self.adopt_at(zone, by, synced, Utc::now())
+    }
+
+    /// [`Approvals::adopt_manual_approvals`] as if the time were `now`.
+    pub(crate) fn adopt_at(
+        &self,
+        zone: Zone,
+        by: &str,
+        synced: &SyncArrivals,
+        now: DateTime<Utc>,
+    ) -> Result<AdoptReport, ApprovalError> {
+        if zone != Zone::Local {
+            return Err(ApprovalError::NotLocal);
+        }
+        let mut locked = self.ledger.lock()?;
+        self.ensure_sound(&locked)?;
+        let mut report = AdoptReport::default();
+        let dir = self.vault.root().join(APPROVED);
+        for path in self.vault.markdown_files(&dir)? {
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            // A name that is no approval id can never be authorized; `check` reports it.
+            let Ok(id) = ApprovalId::new(stem.as_ref()) else {
+                continue;
+            };
+            if locked.state.get(&id).is_some_and(|r| {
+                r.approved.is_some() || r.rejected.is_some() || r.used_at.is_some()
+            }) {
+                continue;
+            }
+            let rel = self.vault.rel(&path);
+            let verdict = if locked.state.bad_mac_ids.contains(id.as_str()) {
+                Err("a forged ledger line names it".to_owned())
+            } else if synced.contains(&rel) {
+                Err("it arrived in Approved/ through sync; no approval was given for it on this machine".to_owned())
+            } else {
+                match self.read_request(&id, &path) {
+                    Err(e) => Err(format!("it cannot be read: {e}")),
+                    Ok(request) if !request.hash_matches() => {
+                        Err("its payload does not match its payload_sha256".to_owned())
+                    }
+                    Ok(request) if now >= request.meta.expires_at => Err(format!(
+                        "it expired at {}",
+                        request
+                            .meta
+                            .expires_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )),
+                    Ok(request) => Ok(request),
+                }
+            };
+            match verdict {
+                Ok(request) => {
+                    let meta = request.meta;
+                    locked.append(
+                        &id,
+                        Event::Approved {
+                            payload_sha256: meta.payload_sha256,
+                            tool: meta.tool,
+                            expires_at: meta.expires_at,
+                            task_id: meta.task_id,
+                            decided_by: by.to_owned(),
+                            how: HowApproved::MovedByHand,
+                        },
+                    )?;
+                    report.adopted.push(id);
+                }
+                Err(reason) => {
+                    let to = self.set_aside(&mut locked, &id, &path, &reason)?;
+                    report.set_aside.push((to, reason));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Moves a file that may not run into `Quarantine/` (as `<id>.md`, or `<id>~<n>.md` when
+    /// that exists) and records why in the ledger; returns its new vault-relative path.
+    fn set_aside(
+        &self,
+        locked: &mut Locked<'_>,
+        id: &ApprovalId,
+        path: &Path,
+        reason: &str,
+    ) -> Result<String, ApprovalError> {
+        let dir = self.real_dir(Path::new(QUARANTINE))?;
+        let mut n = 0u32;
+        let to = loop {
+            let name = match n {
+                0 => id.file_name(),
+                n => format!("{id}~{n}.md"),
+            };
+            let to = dir.join(name);
+            match fsio::move_no_replace(path, &to) {
+                Ok(()) => break to,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => return Err(ApprovalError::io(&to, e)),
+            }
+        };
+        let rel = self.vault.rel(&to);
+        // The move comes first: the file is safe in Quarantine/ even if the note is lost.
+        locked.append(
+            id,
+            Event::SetAside {
+                reason: reason.to_owned(),
+                path: rel.clone(),
+            },
+        )?;
+        tracing::warn!(approval_id = %id, path = %rel, %reason, "approval set aside");
+        Ok(rel)
+    }
+
+    /// Authorizes one execution of approval `id` as `tool` with `args`, and marks it used
+    /// before returning, so it runs at most once even under concurrent calls.
+    ///
+    /// Requires: an authentic ledger approval; its file in `Approved/`, unchanged since (the
+    /// payload, tool, expiry and task the ledger recorded); `tool` and the hash of `args`
+    /// equal to the approved ones; not expired; not used; not rejected. A file that may
+    /// never run is set aside into `Quarantine/`.
+    pub fn authorize(
+        &self,
+        id: &ApprovalId,
+        tool: &str,
+        args: &Value,
+    ) -> Result<Authorized, Refused> {
+        self.authorize_at(id, tool, args, Utc::now())
+    }
+
+    /// [`Approvals::authorize`] as if the time were `now`.
+    pub(crate) fn authorize_at(
+        &self,
+        id: &ApprovalId,
+        tool: &str,
+        args: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Authorized, Refused> {
+        let refused = |refusal, set_aside| Refused {
+            approval_id: id.clone(),
+            refusal,
+            set_aside,
+        };
+        let mut locked = self
+            .ledger
+            .lock()
+            .map_err(|e| refused(Refusal::Unavailable(Box::new(e)), None))?;
+        let (approval, request) = match self.check(&locked, id, tool, args, now) {
+            Ok(checked) => checked,
+            Err(Verdict::Refuse(refusal)) => return Err(refused(refusal, None)),
+            Err(Verdict::Finish(refusal)) => {
+                let path = self.approved_path(id);
+                let done = Path::new(DONE).join(DONE_APPROVALS);
+                if self.vault.is_plain_file(&path)
+                    && let Err(e) = self.move_into(&path, &done)
+                {
+                    tracing::error!(approval_id = %id, error = %e, "could not move to Done");
+                }
+                return Err(refused(refusal, None));
+            }
+            Err(Verdict::SetAside(refusal)) => {
+                let path = self.approved_path(id);
+                let moved = if self.vault.is_plain_file(&path) {
+                    match self.set_aside(&mut locked, id, &path, &refusal.to_string()) {
+                        Ok(to) => Some(to),
+                        Err(e) => {
+                            // Refused all the same; the file stays where it is, still unable to run.
+                            tracing::error!(approval_id = %id, error = %e, "could not set aside");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                return Err(refused(refusal, moved));
+            }
+        };
+        let used = locked
+            .append(
+                id,
+                Event::Used {
+                    payload_sha256: approval.payload_sha256.clone(),
+                    tool: approval.tool.clone(),
+                },
+            )
+            .map_err(|e| refused(Refusal::Unavailable(Box::new(e)), None))?;
+        self.in_flight().insert(id.clone());
+        Ok(Authorized {
+            approval_id: id.clone(),
+            tool: approval.tool,
+            domain: request.meta.domain,
+            payload: request.meta.payload,
+            payload_sha256: approval.payload_sha256,
+            task_id: approval.task_id,
+            used_at: used.at,
+        })
+    }
+
+    /// Every check `authorize` makes, in order; nothing is written here.
+    fn check(
+        &self,
+        locked: &Locked<'_>,
+        id: &ApprovalId,
+        tool: &str,
+        args: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<(Approval, ApprovalRequest), Verdict> {
+        let state = &locked.state;
+        if state.bad_mac_ids.contains(id.as_str()) {
+            return Err(Verdict::SetAside(Refusal::BadMac));
+        }
+        if let Some(problem) = state.damage() {
+            return Err(Verdict::Refuse(Refusal::LedgerDamaged {
+                detail: problem.to_string(),
+            }));
+        }
+        let record = state.get(id).cloned().unwrap_or_default();
+        if let Some(rejection) = record.rejected {
+            return Err(Verdict::SetAside(Refusal::Rejected {
+                reason: rejection.reason,
+                by: rejection.decided_by,
+            }));
+        }
+        if let Some(at) = record.used_at {
+            if self.in_flight().contains(id) {
+                return Err(Verdict::Refuse(Refusal::AlreadyUsed { at }));
+            }
+            return Err(match record.result.map(|r| r.outcome) {
+                None | Some(Outcome::InDoubt) => Verdict::Refuse(Refusal::InDoubt { since: at }),
+                // Done, but a crash kept its file from `Done/approvals/`: finish that.
+                Some(Outcome::Ok) => Verdict::Finish(Refusal::AlreadyUsed { at }),
+                // Failed: it never runs again, so out of Approved/.
+                Some(Outcome::Error) => Verdict::SetAside(Refusal::AlreadyUsed { at }),
+            });
+        }
+        let path = self.approved_path(id);
+        let in_approved = self.vault.is_plain_file(&path);
+        let Some(approval) = record.approved else {
+            if in_approved {
+                return Err(Verdict::SetAside(Refusal::NoLedgerEntry));
+            }
+            let pending = self.find(id).ok().and_then(|found| {
+                found.into_iter().find_map(|f| match f.place {
+                    Place::Pending(domain) => Some(domain),
+                    _ => None,
+                })
+            });
+            let detail = match pending {
+                Some(domain) => format!(
+                    "it is waiting in Pending_Approval/{domain}/; the human approves it with `aie approvals approve {id}` on the local machine"
+                ),
+                None => format!("no approval request `{id}` is waiting or approved"),
+            };
+            return Err(Verdict::Refuse(Refusal::NotApproved { detail }));
+        };
+        if !in_approved {
+            return Err(Verdict::Refuse(Refusal::NotApproved {
+                detail: format!(
+                    "it was approved, but its file is not in Approved/ (after an interrupted approval, `aie approvals approve {id}` finishes it)"
+                ),
+            }));
+        }
+        let request = self.read_request(id, &path).map_err(|e| {
+            Verdict::SetAside(Refusal::PayloadChanged {
+                detail: format!("it cannot be read: {e}"),
+            })
+        })?;
+        let meta = &request.meta;
+        let mut changed = Vec::new();
+        if payload_sha256(&meta.payload) != approval.payload_sha256 {
+            changed.push("payload");
+        }
+        if meta.payload_sha256 != approval.payload_sha256 {
+            changed.push("payload_sha256");
+        }
+        if meta.tool != approval.tool {
+            changed.push("tool");
+        }
+        if meta.expires_at != approval.expires_at {
+            changed.push("expires_at");
+        }
+        if meta.task_id != approval.task_id {
+            changed.push("task_id");
+        }
+        if !changed.is_empty() {
+            return Err(Verdict::SetAside(Refusal::PayloadChanged {
+                detail: format!("changed: {}", changed.join(", ")),
+            }));
+        }
+        if now >= approval.expires_at {
+            return Err(Verdict::SetAside(Refusal::Expired {
+                at: approval.expires_at,
+            }));
+        }
+        if tool != approval.tool {
+            return Err(Verdict::Refuse(Refusal::ArgumentsDiffer {
+                detail: format!("approved for tool `{}`, called as `{tool}`", approval.tool),
+            }));
+        }
+        let args_hash = payload_sha256(args);
+        if args_hash != approval.payload_sha256 {
+            return Err(Verdict::Refuse(Refusal::ArgumentsDiffer {
+                detail: format!(
+                    "the arguments hash to {}…, the approved payload to {}…",
+                    &args_hash[..12],
+                    approval.payload_sha256.get(..12).unwrap_or_default()
+                ),
+            }));
+        }
+        Ok((approval, request))
+    }
+
+    /// Records how an authorized execution ended. `ok` moves the file to `Done/approvals/`
+    /// and completes its task (as its holder, or claimed by `agent` if unclaimed); `error`
+    /// sets the file aside (it never runs again); `in_doubt` leaves it for the human. A later
+    /// `ok` or `error` may settle an `in_doubt`, once a person has checked.
+    pub fn record_result(
+        &self,
+        id: &ApprovalId,
+        outcome: Outcome,
+        detail: &str,
+        agent: &AgentName,
+    ) -> Result<ResultRecorded, ApprovalError> {
+        let mut locked = self.ledger.lock()?;
+        let record = locked.state.get(id).cloned().unwrap_or_default();
+        if record.used_at.is_none() {
+            return Err(ApprovalError::NotStarted { id: id.clone() });
+        }
+        if let Some(done) = record.result.filter(|r| r.outcome != Outcome::InDoubt) {
+            return Err(ApprovalError::ResultExists {
+                id: id.clone(),
+                outcome: done.outcome.to_string(),
+            });
+        }
+        locked.append(
+            id,
+            Event::Result {
+                outcome,
+                detail: cap(detail, MAX_DETAIL),
+            },
+        )?;
+        self.in_flight().remove(id);
+        let mut out = ResultRecorded {
+            approval_id: id.clone(),
+            outcome,
+            moved_to: None,
+            task: None,
+            problems: Vec::new(),
+        };
+        let path = self.approved_path(id);
+        let in_approved = self.vault.is_plain_file(&path);
+        match outcome {
+            Outcome::Ok => {
+                if in_approved {
+                    let done = Path::new(DONE).join(DONE_APPROVALS);
+                    match self.move_into(&path, &done) {
+                        Ok(to) => out.moved_to = Some(self.vault.rel(&to)),
+                        Err(e) => out.problems.push(e.to_string()),
+                    }
+                }
+                if let Some(task) = record.approved.and_then(|a| a.task_id) {
+                    match self.complete_task(&task, id, agent) {
+                        Ok(path) => out.task = Some(path),
+                        Err(e) => out.problems.push(e.to_string()),
+                    }
+                }
+            }
+            Outcome::Error if in_approved => {
+                let reason = format!("the action failed ({detail}); have it drafted again");
+                match self.set_aside(&mut locked, id, &path, &reason) {
+                    Ok(to) => out.moved_to = Some(to),
+                    Err(e) => out.problems.push(e.to_string()),
+                }
+            }
+            Outcome::Error | Outcome::InDoubt => {}
+        }
+        Ok(out)
+    }
+
+    /// Moves an executed approval's task to `Done/`: as its holder, or claimed by `agent`
+    /// first when unclaimed; a task already done stays.
+    fn complete_task(
+        &self,
+        task: &TaskId,
+        id: &ApprovalId,
+        agent: &AgentName,
+    ) -> Result<String, VaultError> {
+        let stored = self.vault.read_task(task)?;
+        let note = format!("done: approval `{id}` executed");
+        match (stored.folder, stored.holder) {
+            (TaskFolder::Done, _) => Ok(stored.path),
+            (TaskFolder::InProgress, Some(holder)) => {
+                self.vault.complete(task, &holder, Some(&note))
+            }
+            _ => {
+                self.vault.claim(task, agent)?;
+                self.vault.complete(task, agent, Some(&note))
+            }
+        }
+    }
+
+    /// Approvals that were started and whose outcome is unknown (a crash or a timeout), for
+    /// the human; they are never retried.
+    pub fn in_doubt(&self) -> Result<Vec<(ApprovalId, DateTime<Utc>)>, ApprovalError> {
+        let state = self.ledger.read()?;
+        let in_flight = self.in_flight();
+        Ok(state
+            .approvals
+            .iter()
+            .filter(|(id, _)| !in_flight.contains(*id))
+            .filter_map(|(id, record)| {
+                let open = record
+                    .result
+                    .as_ref()
+                    .is_none_or(|r| r.outcome == Outcome::InDoubt);
+                record
+                    .used_at
+                    .filter(|_| open)
+                    .map(|since| (id.clone(), since))
+            })
+            .collect())
+    }
+
+    /// Whether this process authorized `id` and awaits its result.
+    pub(crate) fn is_in_flight(&self, id: &ApprovalId) -> bool {
+        self.in_flight().contains(id)
+    }
+}
+
+/// What a failed check calls for.
+enum Verdict {
+    /// Refuse; the file stays where it is (the call is wrong, or the file is not in
+    /// `Approved/`, or it is someone's to look at).
+    Refuse(Refusal),
+    /// Refuse and set the file in `Approved/` aside: it may never run.
+    SetAside(Refusal),
+    /// Refuse, and move the file of an executed approval on to `Done/approvals/`.
+    Finish(Refusal),
+}
+
+/// `text` cut to at most `max` characters, marked with `…` when cut.
+fn cap(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}

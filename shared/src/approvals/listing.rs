@@ -1,0 +1,407 @@
+//! What `aie approvals list` and `aie approvals show ID` print (and `approvals_list` /
+//! `approvals_status` answer): each request's id first.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use super::{
+    ApprovalError, Approvals,
+    ledger::{HowApproved, LedgerRecord, Outcome},
+    lifecycle::Place,
+};
+use crate::vault::{
+    AgentName, ApprovalId, ApprovalRequest, BrokenFile, Domain, TaskId, Vault, payload_sha256,
+};
+
+/// One request waiting for the human.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PendingSummary {
+    /// The request's id: what `approve` and `reject` take.
+    pub approval_id: ApprovalId,
+    /// Its domain.
+    pub domain: Domain,
+    /// The execute tool that would run it.
+    pub tool: String,
+    /// The agent that drafted it.
+    pub requested_by: AgentName,
+    /// When.
+    pub requested_at: DateTime<Utc>,
+    /// After this it cannot be approved.
+    pub expires_at: DateTime<Utc>,
+    /// The task it serves.
+    pub task_id: Option<TaskId>,
+    /// Its file, relative to the vault root.
+    pub path: String,
+    /// Already expired: it can only be rejected.
+    pub expired: bool,
+    /// Its payload still matches its hash (false: edited, cannot be approved).
+    pub payload_matches: bool,
+}
+
+impl fmt::Display for PendingSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}  {}  {}  by {}  expires {}",
+            self.approval_id,
+            self.domain,
+            self.tool,
+            self.requested_by,
+            self.expires_at.format("%Y-%m-%dT%H:%M:%SZ")
+        )?;
+        if let Some(task) = &self.task_id {
+            write!(f, "  task {task}")?;
+        }
+        if self.expired {
+            write!(f, "  EXPIRED")?;
+        }
+        if !self.payload_matches {
+            write!(f, "  EDITED (payload does not match its hash)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The requests waiting for the human, oldest first, and the files that cannot be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PendingListing {
+    /// Readable requests.
+    pub pending: Vec<PendingSummary>,
+    /// Unreadable files in `Pending_Approval/`, left as they are.
+    pub broken: Vec<BrokenFile>,
+}
+
+impl fmt::Display for PendingListing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.pending {
+            writeln!(f, "{line}")?;
+        }
+        for broken in &self.broken {
+            // The file's stem first, like an id, so every line starts with one.
+            let stem = broken.path.rsplit('/').next().unwrap_or_default();
+            let stem = stem.strip_suffix(".md").unwrap_or(stem);
+            writeln!(f, "{stem}  UNREADABLE  {}: {}", broken.path, broken.error)?;
+        }
+        Ok(())
+    }
+}
+
+/// Lists `Pending_Approval/<domain>/` for the human.
+pub fn list_pending(vault: &Vault) -> Result<PendingListing, ApprovalError> {
+    let now = Utc::now();
+    let mut listing = PendingListing::default();
+    for domain in Domain::ALL {
+        for path in vault.markdown_files(&vault.pending_approval_dir(domain))? {
+            let rel = vault.rel(&path);
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            let request = match vault.read_approval_file(&path) {
+                Ok(request) if request.meta.approval_id.as_str() == stem => request,
+                Ok(request) => {
+                    listing.broken.push(BrokenFile {
+                        path: rel,
+                        error: format!(
+                            "front matter says approval_id `{}` but the file name says `{stem}`",
+                            request.meta.approval_id
+                        ),
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    listing.broken.push(BrokenFile {
+                        path: rel,
+                        error: e.detail(),
+                    });
+                    continue;
+                }
+            };
+            let payload_matches = request.hash_matches();
+            let meta = request.meta;
+            listing.pending.push(PendingSummary {
+                expired: now >= meta.expires_at,
+                approval_id: meta.approval_id,
+                domain: meta.domain,
+                tool: meta.tool,
+                requested_by: meta.requested_by,
+                requested_at: meta.requested_at,
+                expires_at: meta.expires_at,
+                task_id: meta.task_id,
+                path: rel,
+                payload_matches,
+            });
+        }
+    }
+    listing
+        .pending
+        .sort_by(|a, b| (a.requested_at, &a.approval_id).cmp(&(b.requested_at, &b.approval_id)));
+    Ok(listing)
+}
+
+/// Where an approval stands, all things considered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Waiting for the human.
+    Pending,
+    /// Its time ran out before it ran.
+    Expired,
+    /// Approved on this machine, not yet used.
+    Approved,
+    /// In `Approved/` with no approval given on this machine: it will be set aside.
+    Unverified,
+    /// Rejected (or an approval revoked).
+    Rejected,
+    /// Authorized by this process; the result is not in yet.
+    Running,
+    /// Started, outcome unknown: the human checks; never retried.
+    InDoubt,
+    /// Executed.
+    Done,
+    /// Executed with an error; it never runs again.
+    Failed,
+    /// Set aside into `Quarantine/`: it never runs.
+    SetAside,
+}
+
+impl fmt::Display for ApprovalStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Expired => "expired",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Unverified => "unverified",
+            ApprovalStatus::Rejected => "rejected",
+            ApprovalStatus::Running => "running",
+            ApprovalStatus::InDoubt => "IN DOUBT",
+            ApprovalStatus::Done => "done",
+            ApprovalStatus::Failed => "failed",
+            ApprovalStatus::SetAside => "set aside",
+        })
+    }
+}
+
+/// Everything known about one approval: its file, its request, what the ledger says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalView {
+    /// The approval's id.
+    pub approval_id: ApprovalId,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// Where its file is, if anywhere.
+    pub place: Option<Place>,
+    /// Its file, relative to the vault root.
+    pub path: Option<String>,
+    /// Other files carrying the same id (earlier set-asides, duplicates).
+    pub other_paths: Vec<String>,
+    /// The request, when its file can be read.
+    pub request: Option<ApprovalRequest>,
+    /// Why its file cannot be read.
+    pub file_error: Option<String>,
+    /// Whether the payload still matches the file's own hash.
+    pub payload_matches: Option<bool>,
+    /// What the ledger says.
+    pub ledger: Option<LedgerRecord>,
+    /// The ledger's first problem, if it fails its checks.
+    pub ledger_damage: Option<String>,
+}
+
+impl Approvals {
+    /// Lists the requests waiting for the human.
+    pub fn list_pending(&self) -> Result<PendingListing, ApprovalError> {
+        list_pending(self.vault())
+    }
+
+    /// Everything known about approval `id`, for the human (`aie approvals show`).
+    pub fn show(&self, id: &ApprovalId) -> Result<ApprovalView, ApprovalError> {
+        let state = self.ledger().read()?;
+        let record = state.get(id).cloned();
+        let mut found = self.find(id)?;
+        // The live file first; set-aside copies after.
+        found.sort_by_key(|f| f.place == Place::Quarantine);
+        if found.is_empty() && record.is_none() {
+            return Err(ApprovalError::NotFound { id: id.clone() });
+        }
+        let primary = found.first().cloned();
+        let (request, file_error) = match &primary {
+            Some(f) => match self.vault().read_approval_file(&f.path) {
+                Ok(request) => (Some(request), None),
+                Err(e) => (None, Some(e.detail())),
+            },
+            None => (None, None),
+        };
+        let now = Utc::now();
+        let status = status_of(
+            record.as_ref(),
+            primary.as_ref().map(|f| f.place),
+            request.as_ref(),
+            self.is_in_flight(id),
+            now,
+        );
+        Ok(ApprovalView {
+            approval_id: id.clone(),
+            status,
+            place: primary.as_ref().map(|f| f.place),
+            path: primary.as_ref().map(|f| self.vault().rel(&f.path)),
+            other_paths: found
+                .iter()
+                .skip(1)
+                .map(|f| self.vault().rel(&f.path))
+                .collect(),
+            payload_matches: request.as_ref().map(ApprovalRequest::hash_matches),
+            request,
+            file_error,
+            ledger: record,
+            ledger_damage: state.damage().map(ToString::to_string),
+        })
+    }
+}
+
+/// The status the ledger and the file's place add up to; the ledger wins where it speaks.
+fn status_of(
+    record: Option<&LedgerRecord>,
+    place: Option<Place>,
+    request: Option<&ApprovalRequest>,
+    in_flight: bool,
+    now: DateTime<Utc>,
+) -> ApprovalStatus {
+    let expired = |at: DateTime<Utc>| now >= at;
+    if let Some(record) = record {
+        if record.rejected.is_some() {
+            return ApprovalStatus::Rejected;
+        }
+        if record.used_at.is_some() {
+            return match record.result.as_ref().map(|r| r.outcome) {
+                _ if in_flight => ApprovalStatus::Running,
+                None | Some(Outcome::InDoubt) => ApprovalStatus::InDoubt,
+                Some(Outcome::Ok) => ApprovalStatus::Done,
+                Some(Outcome::Error) => ApprovalStatus::Failed,
+            };
+        }
+        if place == Some(Place::Quarantine) || (place.is_none() && !record.set_aside.is_empty()) {
+            return ApprovalStatus::SetAside;
+        }
+        if let Some(approval) = &record.approved {
+            return if expired(approval.expires_at) {
+                ApprovalStatus::Expired
+            } else {
+                ApprovalStatus::Approved
+            };
+        }
+    }
+    let request_expired = request.is_some_and(|r| expired(r.meta.expires_at));
+    match place {
+        Some(Place::Pending(_)) if request_expired => ApprovalStatus::Expired,
+        Some(Place::Pending(_)) | None => ApprovalStatus::Pending,
+        Some(Place::Approved) => ApprovalStatus::Unverified,
+        Some(Place::Rejected) => ApprovalStatus::Rejected,
+        Some(Place::Done) => ApprovalStatus::Done,
+        Some(Place::Quarantine) => ApprovalStatus::SetAside,
+    }
+}
+
+impl fmt::Display for ApprovalView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = |t: &DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        write!(f, "{}  {}", self.approval_id, self.status)?;
+        if let Some(request) = &self.request {
+            write!(f, "  {}  ({})", request.meta.tool, request.meta.domain)?;
+        }
+        writeln!(f)?;
+        match (&self.path, &self.place) {
+            (Some(path), _) => writeln!(f, "file: {path}")?,
+            (None, _) => writeln!(f, "file: none")?,
+        }
+        for other in &self.other_paths {
+            writeln!(f, "also: {other}")?;
+        }
+        if let Some(error) = &self.file_error {
+            writeln!(f, "the file cannot be read: {error}")?;
+        }
+        if let Some(request) = &self.request {
+            let meta = &request.meta;
+            writeln!(
+                f,
+                "requested by {} at {}, expires {}",
+                meta.requested_by,
+                time(&meta.requested_at),
+                time(&meta.expires_at)
+            )?;
+            if let Some(task) = &meta.task_id {
+                writeln!(f, "task: {task}")?;
+            }
+            let matches = if payload_sha256(&meta.payload) == meta.payload_sha256 {
+                "matches the payload"
+            } else {
+                "DOES NOT MATCH the payload: the file was edited"
+            };
+            writeln!(f, "payload_sha256: {} ({matches})", meta.payload_sha256)?;
+            let payload = serde_json::to_string_pretty(&meta.payload).unwrap_or_default();
+            writeln!(f, "payload:")?;
+            for line in payload.lines() {
+                writeln!(f, "  {line}")?;
+            }
+            if !request.preview.trim().is_empty() {
+                writeln!(f, "preview:")?;
+                for line in request.preview.lines() {
+                    writeln!(f, "  {line}")?;
+                }
+            }
+        }
+        if let Some(record) = &self.ledger {
+            if let Some(a) = &record.approved {
+                let how = match a.how {
+                    HowApproved::Command => "with `aie approvals approve`",
+                    HowApproved::MovedByHand => "by moving the file to Approved/",
+                };
+                writeln!(
+                    f,
+                    "approved by {} at {} {how}",
+                    a.decided_by,
+                    time(&a.decided_at)
+                )?;
+            }
+            if let Some(r) = &record.rejected {
+                writeln!(
+                    f,
+                    "rejected by {} at {}: {}",
+                    r.decided_by,
+                    time(&r.decided_at),
+                    r.reason
+                )?;
+            }
+            if let Some(at) = &record.used_at {
+                writeln!(f, "used at {}", time(at))?;
+            }
+            if let Some(result) = &record.result {
+                writeln!(
+                    f,
+                    "result: {} at {}: {}",
+                    result.outcome,
+                    time(&result.at),
+                    result.detail
+                )?;
+            }
+            for aside in &record.set_aside {
+                writeln!(
+                    f,
+                    "set aside at {} to {}: {}",
+                    time(&aside.at),
+                    aside.path,
+                    aside.reason
+                )?;
+            }
+        }
+        if self.status == ApprovalStatus::InDoubt {
+            writeln!(
+                f,
+                "it was started and whether it happened is unknown: check by hand; it is never retried"
+            )?;
+        }
+        if let Some(damage) = &self.ledger_damage {
+            writeln!(f, "the approval ledger is DAMAGED: {damage}")?;
+        }
+        Ok(())
+    }
+}

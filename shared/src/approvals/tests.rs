@@ -1,0 +1,975 @@
+//! The approval lifecycle on real files: the happy path, and one test per attack, each
+//! refused with its own reason and with nothing marked used.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::{Arc, Barrier},
+    thread,
+};
+
+use chrono::TimeDelta;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use super::{
+    ledger::{KEY_FILE, ProblemKind},
+    *,
+};
+use crate::{
+    policy::Zone,
+    vault::{AgentName, ApprovalId, ApprovalRequest, Domain, Task, TaskId, Vault},
+};
+
+/// A fresh vault and state folder, and the approvals on them.
+struct Fixture {
+    dir: TempDir,
+    approvals: Approvals,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(dir.path().join("vault")).expect("init");
+        let approvals = Approvals::open(vault, &dir.path().join("state")).expect("open");
+        Self { dir, approvals }
+    }
+
+    fn vault(&self) -> &Vault {
+        self.approvals.vault()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.vault().root().join(rel)
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        self.path(rel).is_file()
+    }
+
+    /// Files `Pending_Approval/email/<id>.md` for `payload`, expiring in an hour.
+    fn draft(&self, raw: &str, payload: &Value) -> ApprovalId {
+        self.vault()
+            .write_approval_request(&request(raw, payload, TimeDelta::hours(1)))
+            .expect("write request");
+        id(raw)
+    }
+
+    /// Drafts and approves.
+    fn approved(&self, raw: &str, payload: &Value) -> ApprovalId {
+        let id = self.draft(raw, payload);
+        self.approvals.approve(&id, "owner").expect("approve");
+        id
+    }
+
+    /// How many `used` entries the ledger file holds for `id`.
+    fn used_entries(&self, id: &ApprovalId) -> usize {
+        let text = fs::read_to_string(self.approvals.ledger().path()).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("\"event\":\"used\""))
+            .filter(|l| l.contains(&format!("\"approval_id\":\"{id}\"")))
+            .count()
+    }
+
+    /// Asserts the refusal left the approval unused.
+    fn assert_unused(&self, id: &ApprovalId) {
+        assert_eq!(self.used_entries(id), 0, "{id} was marked used");
+        let state = self.approvals.ledger().read().expect("ledger");
+        assert!(state.get(id).is_none_or(|r| r.used_at.is_none()));
+    }
+
+    /// Appends raw lines to the ledger file, as an attacker or a crash would.
+    fn append_ledger(&self, text: &str) {
+        use std::io::Write;
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(self.approvals.ledger().path())
+            .expect("ledger");
+        file.write_all(text.as_bytes()).expect("append");
+    }
+
+    fn ledger_lines(&self) -> Vec<String> {
+        fs::read_to_string(self.approvals.ledger().path())
+            .expect("ledger")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn id(raw: &str) -> ApprovalId {
+    ApprovalId::new(raw).expect("approval id")
+}
+
+fn agent() -> AgentName {
+    AgentName::new("local").expect("agent")
+}
+
+fn reply() -> Value {
+    json!({"to": "alice@example.org", "subject": "Re: invoice", "body": "Paid, thanks."})
+}
+
+/// An email_send request drafted by the cloud agent.
+fn request(raw: &str, payload: &Value, expires_in: TimeDelta) -> ApprovalRequest {
+    ApprovalRequest::new(
+        id(raw),
+        Domain::Email,
+        "email_send",
+        payload.clone(),
+        AgentName::new("cloud").expect("agent"),
+        chrono::Utc::now() + expires_in,
+    )
+    .with_preview("To: alice@example.org\n\nPaid, thanks.\n")
+}
+
+/// The refusal's reason, for matching.
+fn refusal(result: Result<Authorized, Refused>) -> Refused {
+    match result {
+        Ok(ok) => panic!("expected a refusal, got {ok:?}"),
+        Err(refused) => refused,
+    }
+}
+
+/// Approve, authorize with exactly the approved arguments, record ok: the file and its task
+/// end in Done, and a second call is refused.
+#[test]
+fn approvals_happy_path_runs_once() {
+    let fx = Fixture::new();
+    let task = TaskId::new("t1").expect("task");
+    fx.vault()
+        .create_task(&Task::new(task.clone(), Domain::Email, "Invoice", "Body\n"))
+        .expect("task");
+    fx.vault()
+        .write_approval_request(&request("a1", &reply(), TimeDelta::hours(1)).for_task(task))
+        .expect("write");
+    let a1 = id("a1");
+    let listing = fx.approvals.list_pending().expect("list");
+    assert!(
+        listing
+            .to_string()
+            .starts_with("a1  email  email_send  by cloud"),
+        "{listing}"
+    );
+    assert_eq!(
+        fx.approvals.show(&a1).expect("show").status,
+        ApprovalStatus::Pending
+    );
+
+    let decided = fx.approvals.approve(&a1, "owner").expect("approve");
+    assert_eq!(decided.path, "Approved/a1.md");
+    assert!(!fx.exists("Pending_Approval/email/a1.md"));
+    assert_eq!(
+        fx.approvals.show(&a1).expect("show").status,
+        ApprovalStatus::Approved
+    );
+
+    let go = fx
+        .approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized");
+    assert_eq!(go.payload, reply());
+    assert_eq!(fx.used_entries(&a1), 1);
+    assert_eq!(
+        fx.approvals.show(&a1).expect("show").status,
+        ApprovalStatus::Running
+    );
+
+    let done = fx
+        .approvals
+        .record_result(&a1, Outcome::Ok, "sent <m1@example.org>", &agent())
+        .expect("result");
+    assert_eq!(done.moved_to.as_deref(), Some("Done/approvals/a1.md"));
+    assert_eq!(done.task.as_deref(), Some("Done/t1.md"));
+    assert!(done.problems.is_empty(), "{:?}", done.problems);
+    let view = fx.approvals.show(&a1).expect("show");
+    assert_eq!(view.status, ApprovalStatus::Done);
+    let text = view.to_string();
+    assert!(text.starts_with("a1  done  email_send"), "{text}");
+    assert!(text.contains("approved by owner"), "{text}");
+
+    let again = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    assert!(
+        matches!(again.refusal, Refusal::AlreadyUsed { .. }),
+        "{again}"
+    );
+    assert_eq!(fx.used_entries(&a1), 1);
+    // Approved files never sit in `Done/` itself, where tasks are listed.
+    assert!(
+        fx.vault()
+            .list_tasks(Default::default())
+            .expect("tasks")
+            .broken
+            .is_empty()
+    );
+}
+
+/// A request nobody approved does not run, and stays where it is.
+#[test]
+fn approvals_refuse_without_approval() {
+    let fx = Fixture::new();
+    let a1 = fx.draft("a1", &reply());
+    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    assert!(
+        matches!(refused.refusal, Refusal::NotApproved { .. }),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("Pending_Approval/email"),
+        "{refused}"
+    );
+    assert!(refused.set_aside.is_none());
+    assert!(fx.exists("Pending_Approval/email/a1.md"));
+    fx.assert_unused(&a1);
+    let unknown = refusal(fx.approvals.authorize(&id("nope"), "email_send", &reply()));
+    assert!(
+        matches!(unknown.refusal, Refusal::NotApproved { .. }),
+        "{unknown}"
+    );
+}
+
+/// A rejected request put back into Approved/ is refused and set aside; a revoked approval
+/// (rejected after approving, before use) is refused too.
+#[test]
+fn approvals_refuse_rejected() {
+    let fx = Fixture::new();
+    let a1 = fx.draft("a1", &reply());
+    let decided = fx
+        .approvals
+        .reject(&a1, "owner", "wrong tone")
+        .expect("reject");
+    assert_eq!(decided.path, "Rejected/a1.md");
+    fs::copy(fx.path("Rejected/a1.md"), fx.path("Approved/a1.md")).expect("copy back");
+    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    match &refused.refusal {
+        Refusal::Rejected { reason, by } => {
+            assert_eq!((reason.as_str(), by.as_str()), ("wrong tone", "owner"))
+        }
+        other => panic!("expected Rejected, got {other}"),
+    }
+    assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/a1.md"));
+    assert!(!fx.exists("Approved/a1.md"));
+    fx.assert_unused(&a1);
+
+    let a2 = fx.approved("a2", &reply());
+    fx.approvals
+        .reject(&a2, "owner", "changed my mind")
+        .expect("revoke");
+    assert!(fx.exists("Rejected/a2.md"));
+    let refused = refusal(fx.approvals.authorize(&a2, "email_send", &reply()));
+    assert!(
+        matches!(refused.refusal, Refusal::Rejected { .. }),
+        "{refused}"
+    );
+    fx.assert_unused(&a2);
+    let again = fx
+        .approvals
+        .approve(&a2, "owner")
+        .expect_err("rejection is final");
+    assert!(
+        matches!(
+            again,
+            ApprovalError::AlreadyDecided {
+                decision: "rejected",
+                ..
+            }
+        ),
+        "{again}"
+    );
+}
+
+/// An approval past its expiry is refused and set aside; an expired request cannot be
+/// approved at all.
+#[test]
+fn approvals_refuse_expired() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    let later = chrono::Utc::now() + TimeDelta::hours(2);
+    let refused = refusal(
+        fx.approvals
+            .authorize_at(&a1, "email_send", &reply(), later),
+    );
+    assert!(
+        matches!(refused.refusal, Refusal::Expired { .. }),
+        "{refused}"
+    );
+    assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/a1.md"));
+    fx.assert_unused(&a1);
+
+    let a2 = fx.draft("a2", &reply());
+    let err = fx
+        .approvals
+        .approve_at(&a2, "owner", later)
+        .expect_err("expired");
+    assert!(matches!(err, ApprovalError::Expired { .. }), "{err}");
+    assert!(fx.exists("Pending_Approval/email/a2.md"));
+    assert!(
+        fx.approvals
+            .ledger()
+            .read()
+            .expect("ledger")
+            .get(&a2)
+            .is_none()
+    );
+}
+
+/// A second use is refused, both while the first is running and after its result.
+#[test]
+fn approvals_refuse_used_twice() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    fx.approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("first");
+    let running = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    assert!(
+        matches!(running.refusal, Refusal::AlreadyUsed { .. }),
+        "{running}"
+    );
+    assert!(
+        running.set_aside.is_none(),
+        "the running one keeps its file"
+    );
+    fx.approvals
+        .record_result(&a1, Outcome::Ok, "sent", &agent())
+        .expect("result");
+    let after = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    assert!(
+        matches!(after.refusal, Refusal::AlreadyUsed { .. }),
+        "{after}"
+    );
+    assert_eq!(fx.used_entries(&a1), 1);
+    let twice = fx
+        .approvals
+        .record_result(&a1, Outcome::Error, "late", &agent())
+        .expect_err("one result");
+    assert!(
+        matches!(twice, ApprovalError::ResultExists { .. }),
+        "{twice}"
+    );
+}
+
+/// Eight threads authorizing one approval at once: exactly one goes ahead, ten times over.
+#[test]
+fn approvals_concurrent_authorize_has_one_winner() {
+    const THREADS: usize = 8;
+    let fx = Fixture::new();
+    for round in 0..10 {
+        let a = fx.approved(&format!("a{round}"), &reply());
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (approvals, barrier, a) = (fx.approvals.clone(), barrier.clone(), a.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    approvals.authorize(&a, "email_send", &reply())
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}"
+        );
+        for refused in results.into_iter().filter_map(Result::err) {
+            assert!(
+                matches!(refused.refusal, Refusal::AlreadyUsed { .. }),
+                "{refused}"
+            );
+        }
+        assert_eq!(fx.used_entries(&a), 1, "round {round}");
+    }
+}
+
+/// An approved file edited afterwards (payload, payload and its hash, or the tool) never
+/// runs; it is set aside.
+#[test]
+fn approvals_refuse_file_edited_after_approval() {
+    let fx = Fixture::new();
+    type Edit = fn(&mut ApprovalRequest);
+    let edits: [(&str, Edit); 3] = [
+        ("payload", |r| {
+            r.meta.payload["to"] = json!("mallory@example.org")
+        }),
+        ("payload_sha256", |r| {
+            r.meta.payload["to"] = json!("mallory@example.org");
+            r.meta.payload_sha256 = crate::vault::payload_sha256(&r.meta.payload);
+        }),
+        ("tool", |r| r.meta.tool = "payments_execute".into()),
+    ];
+    for (n, (what, edit)) in edits.into_iter().enumerate() {
+        let a = fx.approved(&format!("a{n}"), &reply());
+        let path = fx.path(&format!("Approved/a{n}.md"));
+        let mut request =
+            ApprovalRequest::parse(&fs::read_to_string(&path).expect("read")).expect("parse");
+        edit(&mut request);
+        fs::write(&path, request.render().expect("render")).expect("edit");
+        let refused = refusal(fx.approvals.authorize(&a, "email_send", &reply()));
+        match &refused.refusal {
+            Refusal::PayloadChanged { detail } => assert!(detail.contains(what), "{detail}"),
+            other => panic!("{what}: expected PayloadChanged, got {other}"),
+        }
+        assert_eq!(refused.set_aside, Some(format!("Quarantine/a{n}.md")));
+        fx.assert_unused(&a);
+        assert_eq!(
+            fx.approvals.show(&a).expect("show").status,
+            ApprovalStatus::SetAside
+        );
+    }
+}
+
+/// A file that arrives in Approved/ with no local decision (through sync, or forged) never
+/// runs: authorize sets it aside, and so does adoption when sync recorded it.
+#[test]
+fn approvals_refuse_sync_arrival() {
+    let fx = Fixture::new();
+    let arrive = |raw: &str| {
+        let text = request(raw, &reply(), TimeDelta::hours(1))
+            .render()
+            .expect("render");
+        fs::write(fx.path(&format!("Approved/{raw}.md")), text).expect("arrive");
+        id(raw)
+    };
+    let a1 = arrive("a1");
+    assert_eq!(
+        fx.approvals.show(&a1).expect("show").status,
+        ApprovalStatus::Unverified
+    );
+    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    assert!(
+        matches!(refused.refusal, Refusal::NoLedgerEntry),
+        "{refused}"
+    );
+    assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/a1.md"));
+    fx.assert_unused(&a1);
+    // Arriving again: set aside again, next to the first copy, never replacing it.
+    arrive("a1");
+    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/a1~1.md"));
+    let view = fx.approvals.show(&a1).expect("show");
+    assert_eq!(view.status, ApprovalStatus::SetAside);
+    assert_eq!(view.other_paths.len(), 1, "{view}");
+    fx.assert_unused(&a1);
+
+    let a2 = arrive("a2");
+    SyncArrivals::record(&fx.state(), ["Approved/a2.md", "Needs_Action/email/x.md"])
+        .expect("record");
+    let synced = SyncArrivals::load(&fx.state()).expect("load");
+    let report = fx
+        .approvals
+        .adopt_manual_approvals(Zone::Local, "owner", &synced)
+        .expect("adopt");
+    assert!(report.adopted.is_empty());
+    assert_eq!(report.set_aside.len(), 1);
+    assert_eq!(report.set_aside[0].0, "Quarantine/a2.md");
+    assert!(
+        report.set_aside[0].1.contains("through sync"),
+        "{:?}",
+        report.set_aside
+    );
+    let refused = refusal(fx.approvals.authorize(&a2, "email_send", &reply()));
+    assert!(
+        matches!(refused.refusal, Refusal::NotApproved { .. }),
+        "{refused}"
+    );
+    fx.assert_unused(&a2);
+}
+
+/// A file moved into Approved/ by hand on the local machine counts, once adopted; the cloud
+/// zone cannot adopt; a hand-moved file that was edited is set aside instead.
+#[test]
+fn approvals_manual_move_is_adopted_on_local_only() {
+    let fx = Fixture::new();
+    let a1 = fx.draft("a1", &reply());
+    fs::rename(
+        fx.path("Pending_Approval/email/a1.md"),
+        fx.path("Approved/a1.md"),
+    )
+    .expect("mv");
+    let none = SyncArrivals::default();
+    let cloud = fx
+        .approvals
+        .adopt_manual_approvals(Zone::Cloud, "owner", &none);
+    assert!(matches!(cloud, Err(ApprovalError::NotLocal)), "{cloud:?}");
+    let report = fx
+        .approvals
+        .adopt_manual_approvals(Zone::Local, "owner", &none)
+        .expect("adopt");
+    assert_eq!(report.adopted, vec![a1.clone()]);
+    assert!(
+        fx.approvals
+            .show(&a1)
+            .expect("show")
+            .to_string()
+            .contains("by moving the file")
+    );
+    fx.approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized");
+
+    let a2 = fx.draft("a2", &reply());
+    let text = fs::read_to_string(fx.path("Pending_Approval/email/a2.md")).expect("read");
+    fs::write(
+        fx.path("Approved/a2.md"),
+        text.replace("Paid, thanks.", "Send it all to me."),
+    )
+    .expect("edit");
+    fs::remove_file(fx.path("Pending_Approval/email/a2.md")).expect("mv");
+    let report = fx
+        .approvals
+        .adopt_manual_approvals(Zone::Local, "owner", &none)
+        .expect("adopt");
+    assert!(report.adopted.is_empty(), "{report:?}");
+    assert_eq!(report.set_aside[0].0, "Quarantine/a2.md");
+    fx.assert_unused(&a2);
+}
+
+/// An approval for other arguments or another tool does not cover this call; the approval
+/// itself stays usable for the approved call.
+#[test]
+fn approvals_refuse_other_arguments() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    let mut other = reply();
+    other["to"] = json!("mallory@example.org");
+    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &other));
+    assert!(
+        matches!(refused.refusal, Refusal::ArgumentsDiffer { .. }),
+        "{refused}"
+    );
+    assert!(refused.set_aside.is_none());
+    let refused = refusal(fx.approvals.authorize(&a1, "payments_execute", &reply()));
+    match &refused.refusal {
+        Refusal::ArgumentsDiffer { detail } => {
+            assert!(detail.contains("payments_execute"), "{detail}")
+        }
+        other => panic!("expected ArgumentsDiffer, got {other}"),
+    }
+    fx.assert_unused(&a1);
+    // Key order is not a difference: the hash is over canonical JSON.
+    let reordered: Value = serde_json::from_str(
+        r#"{"body":"Paid, thanks.","subject":"Re: invoice","to":"alice@example.org"}"#,
+    )
+    .expect("json");
+    fx.approvals
+        .authorize(&a1, "email_send", &reordered)
+        .expect("the approved call");
+}
+
+/// A ledger line whose MAC does not verify authorizes nothing: the approval it names is
+/// refused as forged, and every other one as a damaged ledger.
+#[test]
+fn approvals_refuse_bad_mac() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    // Forge an approval for a2 by copying a1's authentic line under another id.
+    let text = request("a2", &reply(), TimeDelta::hours(1))
+        .render()
+        .expect("render");
+    fs::write(fx.path("Approved/a2.md"), text).expect("forged file");
+    let forged = fx.ledger_lines()[0]
+        .replace("\"approval_id\":\"a1\"", "\"approval_id\":\"a2\"")
+        .replace("\"seq\":1", "\"seq\":2");
+    fx.append_ledger(&format!("{forged}\n"));
+    let a2 = id("a2");
+    let refused = refusal(fx.approvals.authorize(&a2, "email_send", &reply()));
+    assert!(matches!(refused.refusal, Refusal::BadMac), "{refused}");
+    assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/a2.md"));
+    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    assert!(
+        matches!(refused.refusal, Refusal::LedgerDamaged { .. }),
+        "{refused}"
+    );
+    assert!(refused.set_aside.is_none(), "a1's own file is not at fault");
+    fx.assert_unused(&a1);
+    fx.assert_unused(&a2);
+    let state = fx.approvals.ledger().read().expect("ledger");
+    assert_eq!(state.problems[0].kind, ProblemKind::BadMac);
+    assert!(
+        fx.approvals
+            .show(&a1)
+            .expect("show")
+            .to_string()
+            .contains("DAMAGED")
+    );
+    let err = fx
+        .approvals
+        .approve(&fx.draft("a3", &reply()), "owner")
+        .expect_err("damaged");
+    assert!(matches!(err, ApprovalError::LedgerDamaged { .. }), "{err}");
+}
+
+/// An authentic line altered in place (a1's approved hash) fails its MAC too.
+#[test]
+fn approvals_refuse_altered_ledger_line() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    let mut lines = fx.ledger_lines();
+    let mut entry: Value = serde_json::from_str(&lines[0]).expect("json");
+    entry["payload_sha256"] = json!(crate::vault::payload_sha256(&json!({"to": "mallory"})));
+    lines[0] = serde_json::to_string(&entry).expect("encode");
+    fs::write(fx.approvals.ledger().path(), lines.join("\n") + "\n").expect("write");
+    let refused = refusal(
+        fx.approvals
+            .authorize(&a1, "email_send", &json!({"to": "mallory"})),
+    );
+    assert!(matches!(refused.refusal, Refusal::BadMac), "{refused}");
+    fx.assert_unused(&a1);
+}
+
+/// A crash between the used marker and the result leaves the approval in doubt: never
+/// retried, shown to the human, settled only by a recorded result.
+#[test]
+fn approvals_crash_between_used_and_result_is_in_doubt() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    fx.approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized");
+    // The process dies here, before the server answers. A new one starts:
+    let restarted = Approvals::open(fx.vault().clone(), &fx.state()).expect("reopen");
+    let refused = refusal(restarted.authorize(&a1, "email_send", &reply()));
+    assert!(
+        matches!(refused.refusal, Refusal::InDoubt { .. }),
+        "{refused}"
+    );
+    assert!(refused.set_aside.is_none());
+    assert!(fx.exists("Approved/a1.md"), "left for the human to see");
+    assert_eq!(fx.used_entries(&a1), 1);
+    assert_eq!(restarted.in_doubt().expect("in doubt").len(), 1);
+    let view = restarted.show(&a1).expect("show");
+    assert_eq!(view.status, ApprovalStatus::InDoubt);
+    assert!(view.to_string().contains("never retried"), "{view}");
+    // The server said it timed out: still in doubt, still refused.
+    restarted
+        .record_result(&a1, Outcome::InDoubt, "timeout after 30s", &agent())
+        .expect("in doubt");
+    let refused = refusal(restarted.authorize(&a1, "email_send", &reply()));
+    assert!(
+        matches!(refused.refusal, Refusal::InDoubt { .. }),
+        "{refused}"
+    );
+    // The human checked the outbox: it was sent.
+    restarted
+        .record_result(&a1, Outcome::Ok, "found in Sent", &agent())
+        .expect("settled");
+    assert!(restarted.in_doubt().expect("in doubt").is_empty());
+    assert!(fx.exists("Done/approvals/a1.md"));
+}
+
+/// A failed execution never runs again: its file is set aside.
+#[test]
+fn approvals_failed_result_sets_aside() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    fx.approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized");
+    let out = fx
+        .approvals
+        .record_result(&a1, Outcome::Error, "550 mailbox unavailable", &agent())
+        .expect("result");
+    assert_eq!(out.moved_to.as_deref(), Some("Quarantine/a1.md"));
+    assert_eq!(
+        fx.approvals.show(&a1).expect("show").status,
+        ApprovalStatus::Failed
+    );
+    let none = fx
+        .approvals
+        .record_result(&id("a9"), Outcome::Ok, "", &agent());
+    assert!(
+        matches!(none, Err(ApprovalError::NotStarted { .. })),
+        "{none:?}"
+    );
+}
+
+/// A removed ledger line leaves a gap in seq: the ledger authorizes nothing.
+#[test]
+fn approvals_ledger_gap_is_damage() {
+    let fx = Fixture::new();
+    for raw in ["a1", "a2", "a3"] {
+        fx.approved(raw, &reply());
+    }
+    let mut lines = fx.ledger_lines();
+    lines.remove(1);
+    fs::write(fx.approvals.ledger().path(), lines.join("\n") + "\n").expect("write");
+    let refused = refusal(fx.approvals.authorize(&id("a3"), "email_send", &reply()));
+    match &refused.refusal {
+        Refusal::LedgerDamaged { detail } => {
+            assert!(detail.contains("seq 3 follows seq 1"), "{detail}")
+        }
+        other => panic!("expected LedgerDamaged, got {other}"),
+    }
+    fx.assert_unused(&id("a3"));
+}
+
+/// A line torn by a crash mid-append never counted; the ledger goes on after it.
+#[test]
+fn approvals_torn_ledger_line_is_harmless() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    fx.append_ledger("{\"approval_id\":\"a1\",\"at\":\"2025-");
+    let a2 = fx.approved("a2", &reply());
+    let state = fx.approvals.ledger().read().expect("ledger");
+    assert_eq!(state.problems.len(), 1);
+    assert_eq!(state.problems[0].kind, ProblemKind::Torn);
+    assert!(state.damage().is_none());
+    fx.approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("a1");
+    fx.approvals
+        .authorize(&a2, "email_send", &reply())
+        .expect("a2");
+}
+
+/// The key is 32 private bytes, made once and kept; a loose or damaged key is refused.
+#[test]
+fn approvals_key_is_private_and_stable() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    let key = fx.state().join(KEY_FILE);
+    let meta = fs::metadata(&key).expect("key");
+    assert_eq!(meta.len(), 32);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let reopened = Approvals::open(fx.vault().clone(), &fx.state()).expect("reopen");
+    reopened
+        .authorize(&a1, "email_send", &reply())
+        .expect("same key verifies old entries");
+
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let loose = Approvals::open(fx.vault().clone(), &fx.state()).expect_err("loose key");
+    assert!(
+        matches!(loose, ApprovalError::KeyPermissions { .. }),
+        "{loose}"
+    );
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod");
+    fs::write(&key, b"short").expect("damage");
+    let bad = Approvals::open(fx.vault().clone(), &fx.state()).expect_err("bad key");
+    assert!(matches!(bad, ApprovalError::BadKey { .. }), "{bad}");
+}
+
+/// A pending file edited after drafting cannot be approved; nothing is recorded.
+#[test]
+fn approvals_approve_refuses_edited_request() {
+    let fx = Fixture::new();
+    let a1 = fx.draft("a1", &reply());
+    let path = fx.path("Pending_Approval/email/a1.md");
+    let text = fs::read_to_string(&path).expect("read");
+    fs::write(
+        &path,
+        text.replace("alice@example.org", "mallory@example.org"),
+    )
+    .expect("edit");
+    let err = fx.approvals.approve(&a1, "owner").expect_err("edited");
+    assert!(
+        matches!(err, ApprovalError::PayloadMismatch { .. }),
+        "{err}"
+    );
+    assert!(
+        fx.approvals
+            .ledger()
+            .read()
+            .expect("ledger")
+            .get(&a1)
+            .is_none()
+    );
+    let listing = fx.approvals.list_pending().expect("list");
+    assert!(listing.to_string().contains("EDITED"), "{listing}");
+    fx.approvals
+        .reject(&a1, "owner", "edited")
+        .expect("an edited file can still be rejected");
+}
+
+/// A crash between the ledger entry and the move leaves the file pending; approving again
+/// finishes the move, and only then can it run.
+#[test]
+fn approvals_interrupted_approve_is_finished() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    fs::rename(
+        fx.path("Approved/a1.md"),
+        fx.path("Pending_Approval/email/a1.md"),
+    )
+    .expect("undo move");
+    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    assert!(
+        matches!(refused.refusal, Refusal::NotApproved { .. }),
+        "{refused}"
+    );
+    let decided = fx.approvals.approve(&a1, "owner").expect("finish");
+    assert_eq!(decided.path, "Approved/a1.md");
+    fx.approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized");
+}
+
+/// A `Quarantine` that is a link is never moved into: the refusal stands, the bait stays
+/// empty, the file stays where it was.
+#[test]
+fn approvals_never_set_aside_through_a_link() {
+    let fx = Fixture::new();
+    let bait = fx.dir.path().join("bait");
+    fs::create_dir_all(&bait).expect("bait");
+    std::os::unix::fs::symlink(&bait, fx.path("Quarantine")).expect("link");
+    let text = request("a1", &reply(), TimeDelta::hours(1))
+        .render()
+        .expect("render");
+    fs::write(fx.path("Approved/a1.md"), text).expect("arrive");
+    let refused = refusal(fx.approvals.authorize(&id("a1"), "email_send", &reply()));
+    assert!(
+        matches!(refused.refusal, Refusal::NoLedgerEntry),
+        "{refused}"
+    );
+    assert!(refused.set_aside.is_none());
+    assert_eq!(fs::read_dir(&bait).expect("bait").count(), 0);
+    assert!(fx.exists("Approved/a1.md"));
+}
+
+/// `list` prints one request a line, id first, and names unreadable files.
+#[test]
+fn approvals_list_pending_lines() {
+    let fx = Fixture::new();
+    fx.draft("b2", &reply());
+    fx.draft("a1", &reply());
+    fs::write(
+        fx.path("Pending_Approval/social/broken.md"),
+        "no front matter",
+    )
+    .expect("broken");
+    let listing = fx.approvals.list_pending().expect("list");
+    assert_eq!(listing.pending.len(), 2);
+    let text = listing.to_string();
+    let firsts: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(firsts.len(), 3, "{text}");
+    assert!(
+        firsts.contains(&"a1") && firsts.contains(&"b2") && firsts.contains(&"broken"),
+        "{text}"
+    );
+    assert!(
+        text.contains("UNREADABLE  Pending_Approval/social/broken.md"),
+        "{text}"
+    );
+    let missing = fx.approvals.show(&id("zz")).expect_err("missing");
+    assert!(
+        matches!(missing, ApprovalError::NotFound { .. }),
+        "{missing}"
+    );
+}
+
+/// A `Done` that is a link is never moved into: the result is recorded, the move is
+/// reported as a problem, and nothing appears inside the link's target.
+#[test]
+fn approvals_never_file_done_through_a_link() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    let bait = fx.dir.path().join("bait");
+    fs::create_dir_all(&bait).expect("bait");
+    fs::remove_dir_all(fx.path("Done")).expect("done");
+    std::os::unix::fs::symlink(&bait, fx.path("Done")).expect("link");
+    fx.approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized");
+    let out = fx
+        .approvals
+        .record_result(&a1, Outcome::Ok, "sent", &agent())
+        .expect("result");
+    assert!(out.moved_to.is_none());
+    assert!(out.problems[0].contains("link"), "{:?}", out.problems);
+    assert_eq!(fs::read_dir(&bait).expect("bait").count(), 0);
+    assert_eq!(
+        fx.approvals.show(&a1).expect("show").status,
+        ApprovalStatus::Done
+    );
+}
+
+/// Set in a child process to the vault it authorizes in (see [`authorize_child_process`]).
+const CHILD_VAULT_ENV: &str = "AIE_APPROVALS_TEST_CHILD_VAULT";
+/// Set in a child process to the state folder it shares with its siblings.
+const CHILD_STATE_ENV: &str = "AIE_APPROVALS_TEST_CHILD_STATE";
+/// Approvals contended for across processes.
+const CONTENDED: usize = 20;
+
+/// Not a test on its own: the child of [`approvals_at_most_once_across_processes`]. Four
+/// threads try every contended approval and print the ones they won.
+#[test]
+fn authorize_child_process() {
+    let (Ok(root), Ok(state)) = (
+        std::env::var(CHILD_VAULT_ENV),
+        std::env::var(CHILD_STATE_ENV),
+    ) else {
+        return;
+    };
+    let vault = Vault::open(root).expect("child opens vault");
+    let approvals = Approvals::open(vault, Path::new(&state)).expect("child opens ledger");
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let approvals = approvals.clone();
+            thread::spawn(move || {
+                (0..CONTENDED)
+                    .filter_map(|i| {
+                        let a = id(&format!("c{i:02}"));
+                        approvals.authorize(&a, "email_send", &reply()).ok()
+                    })
+                    .map(|go| go.approval_id.to_string())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for won in handles.into_iter().flat_map(|h| h.join().expect("thread")) {
+        println!("WIN {won}");
+    }
+}
+
+/// Four processes of four threads each, sharing one state folder (as `aie approvals` and a
+/// running stack do): every approval is authorized exactly once, and the ledger stays sound.
+#[test]
+fn approvals_at_most_once_across_processes() {
+    let fx = Fixture::new();
+    for i in 0..CONTENDED {
+        fx.approved(&format!("c{i:02}"), &reply());
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "approvals::tests::authorize_child_process"])
+                .args(["--nocapture", "--test-threads", "1"])
+                .env(CHILD_VAULT_ENV, fx.vault().root())
+                .env(CHILD_STATE_ENV, fx.state())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    let mut wins = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().expect("child output");
+        assert!(output.status.success(), "child failed");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        wins.extend(
+            stdout
+                .lines()
+                // The harness may print the test's name on the same line as the first win.
+                .filter_map(|l| l.split_once("WIN ").map(|(_, won)| won.trim().to_owned())),
+        );
+    }
+    wins.sort();
+    let expected: Vec<String> = (0..CONTENDED).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(wins, expected, "each approval won exactly once");
+    let state = fx.approvals.ledger().read().expect("ledger");
+    assert!(state.damage().is_none(), "{:?}", state.problems);
+    for i in 0..CONTENDED {
+        assert_eq!(fx.used_entries(&id(&format!("c{i:02}"))), 1);
+    }
+}

@@ -1,0 +1,521 @@
+//! The audit log on real files: a clean chain verifies; an edited, removed, reordered or
+//! cut-off record is named; a torn write is survived; concurrent appends keep one chain.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{Arc, Barrier},
+    thread,
+};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use super::*;
+
+/// A fresh vault and state folder in one temporary directory.
+fn setup() -> (TempDir, Vault, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = Vault::init(dir.path().join("vault")).expect("init");
+    let state = dir.path().join("state");
+    (dir, vault, state)
+}
+
+fn agent(name: &str) -> AgentName {
+    AgentName::new(name).expect("agent name")
+}
+
+/// A refused execute call with a secret-looking body among its arguments.
+fn call(n: usize) -> ToolCall {
+    ToolCall::new(
+        Zone::Local,
+        "claude",
+        format!("req-{n}"),
+        "email_send",
+        EffectClass::Execute,
+        &json!({"approval_id": format!("a{n}"), "body": "TOP SECRET BODY"}),
+    )
+    .latency_ms(3)
+}
+
+/// Opens `name`'s log and appends `n` records.
+fn write_log(vault: &Vault, state: &Path, name: &str, n: usize) -> PathBuf {
+    let log = AuditLog::open(vault, state, agent(name)).expect("open");
+    for i in 0..n {
+        log.append(call(i)).expect("append");
+    }
+    let files = day_files(&vault.logs_dir(&agent(name))).expect("files");
+    files.last().expect("a day file").1.clone()
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    fs::write(path, text).expect("write");
+}
+
+/// The one agent's chain from a report.
+fn only_chain(report: &VerifyReport) -> &AgentChain {
+    assert_eq!(report.agents.len(), 1, "{report}");
+    &report.agents[0]
+}
+
+/// Appended records verify, with and without the state folder, and the head matches.
+#[test]
+fn audit_clean_log_verifies() {
+    let (_dir, vault, state) = setup();
+    write_log(&vault, &state, "local", 10);
+    let report = verify(&vault, Some(&state)).expect("verify");
+    assert!(report.ok(), "{report}");
+    let chain = only_chain(&report);
+    assert_eq!(chain.records, 10);
+    assert!(chain.head_checked);
+    assert!(chain.torn.is_empty());
+    assert!(verify(&vault, None).expect("verify").ok());
+    assert!(
+        report
+            .to_string()
+            .contains("local: 10 records in 1 file, chain intact")
+    );
+}
+
+/// The record is the contract's, chained from 64 zeros, and keeps no argument text.
+#[test]
+fn audit_record_fields_and_no_bodies() {
+    let (_dir, vault, state) = setup();
+    let log = AuditLog::open(&vault, &state, agent("local")).expect("open");
+    let first = log
+        .append(call(1).refused("cloud may not execute"))
+        .expect("append");
+    let second = log
+        .append(call(2).approval(ApprovalId::new("a2").expect("id")))
+        .expect("append");
+    assert_eq!((first.seq, first.prev.as_str()), (1, GENESIS));
+    assert_eq!((second.seq, &second.prev), (2, &first.hash));
+    assert_eq!(first.decision, CallDecision::Refused);
+    assert_eq!(first.status, CallStatus::Refused);
+    let args = json!({"approval_id": "a1", "body": "TOP SECRET BODY"});
+    assert_eq!(first.args_sha256, args_sha256(&args));
+    let text = fs::read_to_string(
+        day_files(&vault.logs_dir(&agent("local"))).expect("files")[0]
+            .1
+            .clone(),
+    )
+    .expect("read");
+    assert!(!text.contains("TOP SECRET"), "{text}");
+    let line: Value = serde_json::from_str(text.lines().next().expect("line")).expect("json");
+    for key in [
+        "ts",
+        "agent",
+        "zone",
+        "client",
+        "correlation_id",
+        "tool",
+        "class",
+        "args_sha256",
+        "decision",
+        "reason",
+        "approval_id",
+        "status",
+        "latency_ms",
+        "seq",
+        "prev",
+        "hash",
+    ] {
+        assert!(line.get(key).is_some(), "missing {key}: {line}");
+    }
+    assert_eq!(line["hash"], json!(record_hash(&line)));
+    assert_eq!(line["class"], json!("execute"));
+    assert_eq!(line["zone"], json!("local"));
+}
+
+/// A client's overlong strings are cut, so the log cannot be flooded through them.
+#[test]
+fn audit_long_fields_are_capped() {
+    let (_dir, vault, state) = setup();
+    let log = AuditLog::open(&vault, &state, agent("local")).expect("open");
+    let mut long = call(1);
+    long.tool = "x".repeat(10_000);
+    long.reason = "é".repeat(10_000);
+    let record = log.append(long).expect("append");
+    assert_eq!(record.tool.chars().count(), MAX_SHORT_FIELD + 1);
+    assert_eq!(record.reason.chars().count(), MAX_REASON + 1);
+    assert!(verify(&vault, Some(&state)).expect("verify").ok());
+}
+
+/// A record whose content was changed is named, with its file, line and seq.
+#[test]
+fn audit_edited_record_is_caught() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 10);
+    let mut lines = read_lines(&file);
+    lines[4] = lines[4].replace("\"status\":\"ok\"", "\"status\":\"error\"");
+    write_lines(&file, &lines);
+    let report = verify(&vault, None).expect("verify");
+    let broken = report.first_break().expect("broken");
+    assert_eq!(broken.kind, BreakKind::Edited);
+    assert_eq!(broken.seq, Some(5));
+    assert_eq!(broken.at.line, 5);
+    assert!(broken.at.file.starts_with("Logs/local/"), "{broken}");
+    assert!(
+        broken.detail.contains("does not match its hash"),
+        "{broken}"
+    );
+    assert!(!report.ok());
+}
+
+/// An edit that also recomputes the record's hash breaks the next record's link.
+#[test]
+fn audit_edited_and_rehashed_record_is_caught() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 10);
+    let mut lines = read_lines(&file);
+    let mut record: Value = serde_json::from_str(&lines[4]).expect("json");
+    record["reason"] = json!("nothing to see");
+    record["hash"] = json!(record_hash(&record));
+    lines[4] = serde_json::to_string(&record).expect("encode");
+    write_lines(&file, &lines);
+    let report = verify(&vault, None).expect("verify");
+    let broken = report.first_break().expect("broken");
+    assert_eq!((broken.kind, broken.seq), (BreakKind::Edited, Some(6)));
+    assert!(broken.detail.contains("seq 5"), "{broken}");
+}
+
+/// A record taken out leaves a gap in seq, named at the record after it.
+#[test]
+fn audit_removed_record_is_caught() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 10);
+    let mut lines = read_lines(&file);
+    lines.remove(4);
+    write_lines(&file, &lines);
+    let broken = verify(&vault, None)
+        .expect("verify")
+        .first_break()
+        .cloned()
+        .expect("broken");
+    assert_eq!(
+        (broken.kind, broken.seq, broken.at.line),
+        (BreakKind::Removed, Some(6), 5)
+    );
+    assert!(broken.detail.contains("seq 5 is missing"), "{broken}");
+}
+
+/// The first records taken out: the log must start at seq 1.
+#[test]
+fn audit_removed_first_records_are_caught() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 5);
+    let lines = read_lines(&file);
+    write_lines(&file, &lines[2..]);
+    let broken = verify(&vault, None)
+        .expect("verify")
+        .first_break()
+        .cloned()
+        .expect("broken");
+    assert_eq!((broken.kind, broken.seq), (BreakKind::Removed, Some(3)));
+    assert!(broken.detail.contains("seq 1 to 2 are missing"), "{broken}");
+}
+
+/// Two records swapped are reported as reordered, not as removed.
+#[test]
+fn audit_reordered_records_are_caught() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 10);
+    let mut lines = read_lines(&file);
+    lines.swap(3, 4);
+    write_lines(&file, &lines);
+    let broken = verify(&vault, None)
+        .expect("verify")
+        .first_break()
+        .cloned()
+        .expect("broken");
+    assert_eq!(
+        (broken.kind, broken.seq, broken.at.line),
+        (BreakKind::Reordered, Some(5), 4)
+    );
+    // A record repeated later is reordered too.
+    let mut lines = read_lines(&file);
+    lines.swap(3, 4);
+    let again = lines[2].clone();
+    lines.push(again);
+    write_lines(&file, &lines);
+    let broken = verify(&vault, None)
+        .expect("verify")
+        .first_break()
+        .cloned()
+        .expect("broken");
+    assert_eq!((broken.kind, broken.seq), (BreakKind::Reordered, Some(3)));
+}
+
+/// Cutting records off the end passes the chain alone but not the head in the state folder,
+/// and the log refuses to be extended from the cut.
+#[test]
+fn audit_truncated_tail_is_caught() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 10);
+    let lines = read_lines(&file);
+    write_lines(&file, &lines[..7]);
+    // The chain by itself cannot know: that is what the head is for.
+    assert!(verify(&vault, None).expect("verify").ok());
+    let report = verify(&vault, Some(&state)).expect("verify");
+    let broken = report.first_break().expect("broken");
+    assert_eq!(
+        (broken.kind, broken.seq, broken.at.line),
+        (BreakKind::Truncated, Some(7), 7)
+    );
+    assert!(broken.detail.contains("up to seq 10"), "{broken}");
+    let refused = AuditLog::open(&vault, &state, agent("local")).expect_err("must refuse");
+    assert!(
+        matches!(
+            refused,
+            AuditError::Truncated {
+                log_seq: 7,
+                head_seq: 10,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    // The whole log gone is a cut-off end too.
+    fs::remove_file(&file).expect("remove");
+    let report = verify(&vault, Some(&state)).expect("verify");
+    assert_eq!(
+        report.first_break().expect("broken").kind,
+        BreakKind::Truncated
+    );
+}
+
+/// A tail cut off and rewritten with a valid-looking chain differs from the head.
+#[test]
+fn audit_rewritten_tail_is_caught() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 10);
+    let mut lines = read_lines(&file);
+    lines.truncate(7);
+    let mut prev: Value = serde_json::from_str(&lines[6]).expect("json");
+    for seq in 8..=10 {
+        let mut record = prev.clone();
+        record["seq"] = json!(seq);
+        record["prev"] = prev["hash"].clone();
+        record["reason"] = json!("forged");
+        record["hash"] = json!(record_hash(&record));
+        lines.push(serde_json::to_string(&record).expect("encode"));
+        prev = record;
+    }
+    write_lines(&file, &lines);
+    assert!(verify(&vault, None).expect("verify").ok());
+    let broken = verify(&vault, Some(&state))
+        .expect("verify")
+        .first_break()
+        .cloned()
+        .expect("broken");
+    assert_eq!(
+        (broken.kind, broken.seq, broken.at.line),
+        (BreakKind::Edited, Some(10), 10)
+    );
+    let refused = AuditLog::open(&vault, &state, agent("local")).expect_err("must refuse");
+    assert!(
+        matches!(refused, AuditError::Rewritten { seq: 10, .. }),
+        "{refused}"
+    );
+}
+
+/// A crash mid-write leaves a torn last line: reopening continues the chain after it on a
+/// new line, and verify reports the torn line without calling the chain broken.
+#[test]
+fn audit_append_after_torn_line() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 5);
+    let mut handle = fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("open");
+    handle
+        .write_all(br#"{"seq":6,"ts":"2025-01-"#)
+        .expect("torn write");
+    drop(handle);
+    // Before anyone appends again, the torn line is the file's unterminated end.
+    let report = verify(&vault, Some(&state)).expect("verify");
+    assert!(report.ok(), "{report}");
+    assert_eq!(only_chain(&report).torn.len(), 1);
+    let log = AuditLog::open(&vault, &state, agent("local")).expect("reopen");
+    let record = log.append(call(6)).expect("append");
+    assert_eq!(record.seq, 6);
+    let report = verify(&vault, Some(&state)).expect("verify");
+    assert!(report.ok(), "{report}");
+    let chain = only_chain(&report);
+    assert_eq!(chain.records, 6);
+    assert_eq!(
+        chain.torn.iter().map(|t| t.line).collect::<Vec<_>>(),
+        vec![6]
+    );
+    assert!(report.to_string().contains(":6: torn line"), "{report}");
+    let lines = read_lines(&file);
+    assert_eq!(lines.len(), 7);
+}
+
+/// A record written whole but for its line break counts: the next one follows it.
+#[test]
+fn audit_unterminated_whole_record_is_kept() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 3);
+    let text = fs::read_to_string(&file).expect("read");
+    fs::write(&file, text.trim_end()).expect("write");
+    let log = AuditLog::open(&vault, &state, agent("local")).expect("reopen");
+    assert_eq!(log.append(call(4)).expect("append").seq, 4);
+    let report = verify(&vault, Some(&state)).expect("verify");
+    assert!(report.ok(), "{report}");
+    assert_eq!(only_chain(&report).records, 4);
+    assert!(only_chain(&report).torn.is_empty());
+}
+
+/// An unreadable line that is not a crash's torn end (the chain does not go on past it) is
+/// an edit.
+#[test]
+fn audit_garbled_record_is_caught() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 5);
+    let mut lines = read_lines(&file);
+    lines[2] = "not json at all".to_owned();
+    write_lines(&file, &lines);
+    let broken = verify(&vault, None)
+        .expect("verify")
+        .first_break()
+        .cloned()
+        .expect("broken");
+    assert_eq!(
+        (broken.kind, broken.seq, broken.at.line),
+        (BreakKind::Edited, None, 3)
+    );
+    let mut lines = read_lines(&file);
+    lines.truncate(2);
+    lines.push("garbage".to_owned());
+    write_lines(&file, &lines);
+    let broken = verify(&vault, None)
+        .expect("verify")
+        .first_break()
+        .cloned()
+        .expect("broken");
+    assert_eq!((broken.kind, broken.at.line), (BreakKind::Edited, 3));
+}
+
+/// A record copied from another agent's log does not belong in this one.
+#[test]
+fn audit_record_of_another_agent_is_caught() {
+    let (_dir, vault, state) = setup();
+    let ours = write_log(&vault, &state, "local", 3);
+    let theirs = write_log(&vault, &state, "cloud", 3);
+    let mut lines = read_lines(&ours);
+    lines[2] = read_lines(&theirs)[2].clone();
+    write_lines(&ours, &lines);
+    let report = verify(&vault, None).expect("verify");
+    let broken = report.first_break().expect("broken");
+    assert!(broken.detail.contains("names agent \"cloud\""), "{broken}");
+    assert_eq!(report.agents.len(), 2);
+    assert!(report.agents[0].broken.is_none(), "cloud's own log holds");
+}
+
+/// The chain continues across day files, oldest first, and reopening picks up its end.
+#[test]
+fn audit_chain_spans_day_files() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 3);
+    let older = file.with_file_name("2020-01-01.jsonl");
+    fs::rename(&file, &older).expect("rename");
+    write_log(&vault, &state, "local", 2);
+    let report = verify(&vault, Some(&state)).expect("verify");
+    assert!(report.ok(), "{report}");
+    assert_eq!(
+        (only_chain(&report).records, only_chain(&report).files),
+        (5, 2)
+    );
+    // Moving a record into another day's file breaks the order.
+    let mut lines = read_lines(&older);
+    let moved = lines.remove(1);
+    write_lines(&older, &lines);
+    let mut newest = read_lines(&file);
+    newest.insert(0, moved);
+    write_lines(&file, &newest);
+    let broken = verify(&vault, None)
+        .expect("verify")
+        .first_break()
+        .cloned()
+        .expect("broken");
+    assert_eq!(broken.kind, BreakKind::Reordered);
+}
+
+/// Eight threads appending a thousand records each, through clones and through separate
+/// opens, leave one unbroken chain of 8,000.
+#[test]
+fn audit_concurrent_appends_keep_one_chain() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 1000;
+    let (_dir, vault, state) = setup();
+    let log = AuditLog::open(&vault, &state, agent("local")).expect("open");
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            // Half share a clone, half open the log themselves: both must share one chain end.
+            let log = if t % 2 == 0 {
+                log.clone()
+            } else {
+                AuditLog::open(&vault, &state, agent("local")).expect("open")
+            };
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                (0..PER_THREAD)
+                    .map(|i| log.append(call(t * PER_THREAD + i)).expect("append").seq)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let seqs: BTreeSet<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
+    let total = (THREADS * PER_THREAD) as u64;
+    assert_eq!(seqs, (1..=total).collect());
+    let report = verify(&vault, Some(&state)).expect("verify");
+    assert!(report.ok(), "{report}");
+    assert_eq!(only_chain(&report).records, total);
+    assert!(only_chain(&report).head_checked);
+}
+
+/// A log folder that is a link (the agent's, or `Logs/` itself) is never written through,
+/// and nothing is created inside the link's target.
+#[test]
+fn audit_refuses_linked_log_folder() {
+    let (dir, vault, state) = setup();
+    let bait = dir.path().join("bait");
+    fs::create_dir_all(&bait).expect("bait");
+    std::os::unix::fs::symlink(&bait, vault.logs_dir(&agent("evil"))).expect("link");
+    let refused = AuditLog::open(&vault, &state, agent("evil")).expect_err("must refuse");
+    assert!(
+        matches!(refused, AuditError::NotAFolder { .. }),
+        "{refused}"
+    );
+    fs::remove_file(vault.logs_dir(&agent("evil"))).expect("unlink");
+    fs::remove_dir_all(vault.root().join("Logs")).expect("logs");
+    std::os::unix::fs::symlink(&bait, vault.root().join("Logs")).expect("link");
+    let refused = AuditLog::open(&vault, &state, agent("local")).expect_err("must refuse");
+    assert!(
+        matches!(refused, AuditError::NotAFolder { .. }),
+        "{refused}"
+    );
+    assert_eq!(fs::read_dir(&bait).expect("bait").count(), 0);
+    let report = verify(&vault, None).expect("verify");
+    assert!(report.agents.is_empty());
+    assert!(report.to_string().contains("Logs: a link"), "{report}");
+}
