@@ -41,12 +41,75 @@ pub enum Command {
         #[command(subcommand)]
         action: VaultAction,
     },
+    /// The owner's decisions on approval requests (local machine only).
+    Approvals {
+        /// The vault directory.
+        #[arg(long, global = true, env = "AIE_VAULT")]
+        vault: Option<PathBuf>,
+        /// The local state folder (ledger and key); default `$XDG_STATE_HOME/aie`, else
+        /// `~/.local/state/aie`.
+        #[arg(long, global = true, env = "AIE_STATE")]
+        state: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        /// What to do.
+        #[command(subcommand)]
+        action: ApprovalsAction,
+    },
+    /// The audit log.
+    Audit {
+        /// The vault directory.
+        #[arg(long, global = true, env = "AIE_VAULT")]
+        vault: Option<PathBuf>,
+        /// The local state folder, whose head file also catches a cut-off log.
+        #[arg(long, global = true, env = "AIE_STATE")]
+        state: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        /// What to do.
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// The config file: validate it, print its schema.
     Config {
         /// What to do.
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+/// `aie approvals` actions.
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsAction {
+    /// The requests waiting for a decision, one a line, id first.
+    List,
+    /// One request: its payload, preview and what the ledger says.
+    Show {
+        /// The approval id.
+        id: String,
+    },
+    /// Approve a request: it may then run once, exactly as shown.
+    Approve {
+        /// The approval id.
+        id: String,
+    },
+    /// Reject a request.
+    Reject {
+        /// The approval id.
+        id: String,
+        /// Why, recorded in the ledger.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// `aie audit` actions.
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Check every agent's audit chain; names the first broken record and exits 1.
+    Verify,
 }
 
 /// `aie config` actions.
@@ -95,6 +158,20 @@ pub enum ServeTarget {
         #[arg(long, default_value = "local", env = "AIE_AGENT", value_parser = parse_agent)]
         agent: AgentName,
     },
+}
+
+fn need_vault(vault: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    vault.ok_or_else(|| anyhow::anyhow!("which vault? pass --vault DIR or set AIE_VAULT"))
+}
+
+fn need_state(state: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    state
+        .or_else(aie_shared::config::default_state_dir)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no state folder: pass --state DIR, or set AIE_STATE, XDG_STATE_HOME or HOME"
+            )
+        })
 }
 
 fn parse_agent(raw: &str) -> Result<AgentName, String> {
@@ -149,6 +226,35 @@ pub fn main() -> ExitCode {
                     VaultAction::Repair => crate::vault_cmd::repair(&dir, json),
                     VaultAction::Status => crate::vault_cmd::status(&dir, json),
                 }
+            }
+            Command::Approvals {
+                vault,
+                state,
+                json,
+                action,
+            } => {
+                let (vault, state) = (need_vault(vault)?, need_state(state)?);
+                match action {
+                    ApprovalsAction::List => crate::approvals_cmd::list(&vault, &state, json),
+                    ApprovalsAction::Show { id } => {
+                        crate::approvals_cmd::show(&vault, &state, &id, json)
+                    }
+                    ApprovalsAction::Approve { id } => {
+                        crate::approvals_cmd::approve(&vault, &state, &id, json)
+                    }
+                    ApprovalsAction::Reject { id, reason } => {
+                        crate::approvals_cmd::reject(&vault, &state, &id, reason.as_deref(), json)
+                    }
+                }
+            }
+            Command::Audit {
+                vault,
+                state,
+                json,
+                action: AuditAction::Verify,
+            } => {
+                let state = state.or_else(aie_shared::config::default_state_dir);
+                crate::approvals_cmd::verify(&need_vault(vault)?, state.as_deref(), json)
             }
             Command::Config { action } => match action {
                 ConfigAction::Check { file } => crate::config_cmd::check(&file),

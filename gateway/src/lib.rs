@@ -4,10 +4,12 @@
 //! - [`cli`]: argument parsing and the commands of the contract, each printing one clear
 //!   line on a user's error.
 //! - [`serve`]: hosting one server on its own listener.
+//! - [`approvals_cmd`]: `aie approvals ...` and `aie audit verify`, the owner's side.
 //! - [`config_cmd`]: `aie config check|schema`, the config file's validation and schema.
 //! - [`demo`]: `aie demo`, the self-contained run that shows the suite working.
 //! - [`vault_cmd`]: `aie vault ...`, vault maintenance.
 
+pub mod approvals_cmd;
 pub mod cli;
 pub mod config_cmd;
 pub mod demo;
