@@ -158,6 +158,48 @@ pub enum ServeTarget {
         #[arg(long, default_value = "local", env = "AIE_AGENT", value_parser = parse_agent)]
         agent: AgentName,
     },
+    /// The email-draft server: new mail becomes tasks, replies are drafted for approval and
+    /// sent once approved, at most once.
+    EmailDraft(EmailDraftArgs),
+}
+
+/// `aie serve email-draft` flags; each overrides the config file's `[email]` section.
+#[derive(Debug, clap::Args)]
+pub struct EmailDraftArgs {
+    /// Address to listen on; port 0 picks a free port (the URL is printed).
+    #[arg(long, default_value = "127.0.0.1:3102", env = "AIE_LISTEN")]
+    pub listen: SocketAddr,
+    /// The vault directory.
+    #[arg(long, env = "AIE_VAULT")]
+    pub vault: PathBuf,
+    /// The local state folder (never inside the vault): IMAP positions, the send journal,
+    /// the `.eml` outbox, password files. Default: $XDG_STATE_HOME/aie, else ~/.local/state/aie.
+    #[arg(long, env = "AIE_STATE")]
+    pub state: Option<PathBuf>,
+    /// A Maildir whose new/ holds new mail, as mbsync or offlineimap leave it.
+    #[arg(long, env = "AIE_MAILDIR")]
+    pub maildir: Option<PathBuf>,
+    /// Where approved replies go: smtp://host:port (plain), smtp://host:port?tls=required
+    /// (STARTTLS) or smtps://host:port (TLS); a user name may stand in it, its password goes in
+    /// <state>/smtp-password. Without it, replies are written as .eml files to <state>/outbox/.
+    #[arg(long, env = "AIE_SMTP", value_parser = parse_smtp)]
+    pub smtp: Option<aie_email_draft::SmtpUrl>,
+    /// Extra trusted root certificates (PEM) for the SMTP server, e.g. a private CA.
+    #[arg(long)]
+    pub smtp_ca: Option<PathBuf>,
+    /// The owner's address replies are sent from; default: the address the mail was sent to.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The agent the server drafts for (its approval requests' `requested_by`).
+    #[arg(long, default_value = "local", env = "AIE_AGENT", value_parser = parse_agent)]
+    pub agent: AgentName,
+    /// The config file: its `[email]` section (IMAP, rules, SMTP password file).
+    #[arg(long, env = "AIE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+fn parse_smtp(raw: &str) -> Result<aie_email_draft::SmtpUrl, String> {
+    raw.parse()
 }
 
 fn need_vault(vault: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -212,6 +254,9 @@ pub fn main() -> ExitCode {
                         agent,
                     },
             } => crate::serve::vault_claim(listen, &vault, agent).await,
+            Command::Serve {
+                server: ServeTarget::EmailDraft(args),
+            } => crate::serve::email_draft(args).await,
             Command::Vault {
                 vault,
                 json,

@@ -74,3 +74,81 @@ pub async fn vault_claim(
         aie_vault_claim::server::server(aie_vault_claim::server::VaultClaim::new(opened, agent));
     serve_alone("vault-claim", server, listen, ready).await
 }
+
+/// Serves the email-draft tools: the config file's `[email]` section, the flags over it.
+pub async fn email_draft(args: crate::cli::EmailDraftArgs) -> anyhow::Result<ExitCode> {
+    use aie_email_draft::{EmailConfig, EmailDraft, SmtpConfig};
+    let vault = Vault::open(&args.vault)
+        .with_context(|| "opening the vault (lay one out with `aie vault init --vault DIR`)")?;
+    let file = match &args.config {
+        Some(path) => Some(aie_shared::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let state = args
+        .state
+        .clone()
+        .or_else(|| file.as_ref().and_then(|c| c.state.clone()))
+        .or_else(aie_shared::config::default_state_dir)
+        .context("no state folder: pass --state DIR (HOME is not set, so there is no default)")?;
+    let mut config = EmailConfig::new(args.agent.clone(), &state);
+    if let (Some(file), Some(path)) = (&file, &args.config) {
+        config
+            .apply_file(&file.email)
+            .map_err(|e| anyhow::anyhow!("{}: [email]: {e}", path.display()))?;
+    }
+    if let Some(dir) = args.maildir {
+        config.maildir = Some(dir);
+    }
+    if let Some(url) = args.smtp {
+        let mut smtp = SmtpConfig::new(url);
+        // The password lives in the state folder, never in the vault or the URL.
+        let default_file = state.join("smtp-password");
+        smtp.password_file = config
+            .smtp
+            .as_ref()
+            .and_then(|s| s.password_file.clone())
+            .or_else(|| default_file.exists().then_some(default_file));
+        smtp.ca_file = args
+            .smtp_ca
+            .or_else(|| config.smtp.as_ref().and_then(|s| s.ca_file.clone()));
+        config.smtp = Some(smtp);
+    }
+    if let Some(from) = args.from {
+        config.from = Some(from);
+    }
+    let transport = config
+        .smtp
+        .as_ref()
+        .map(|s| s.url.server_name())
+        .unwrap_or_else(|| {
+            aie_email_draft::send::outbox_dir(&state)
+                .display()
+                .to_string()
+        });
+    let server = EmailDraft::new(vault, config)?;
+    for doubt in server.in_doubt().await {
+        eprintln!(
+            "aie email-draft: approval {} is in doubt (Message-ID {}): {}; it will not be sent again",
+            doubt.approval_id, doubt.message_id, doubt.detail
+        );
+    }
+    let root = args.vault.clone();
+    // Ready while the vault directory is there to be read.
+    let ready: http::ReadyCheck = std::sync::Arc::new(move || {
+        let root = root.clone();
+        Box::pin(async move {
+            match tokio::fs::metadata(&root).await {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                _ => Err(format!("vault {} is not reachable", root.display())),
+            }
+        })
+    });
+    println!("aie email-draft: replies go to {transport}");
+    serve_alone(
+        "email-draft",
+        aie_email_draft::server(server),
+        args.listen,
+        ready,
+    )
+    .await
+}

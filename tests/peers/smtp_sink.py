@@ -1,0 +1,98 @@
+"""A real SMTP server for the email tests: aiosmtpd on 127.0.0.1, writing each message it
+accepts to a folder.
+
+    python smtp_sink.py --port PORT --dir DIR [--cert CERT --key KEY] [--auth USER:PASSWORD]
+
+Each accepted message becomes DIR/<n>.eml (the bytes received, after DATA) and DIR/<n>.json
+(the envelope: mail_from, rcpt_tos). With --cert/--key the server offers STARTTLS and requires
+it before MAIL; with --auth it requires AUTH (PLAIN or LOGIN) with that user and password.
+Prints "READY <port>" once it accepts connections, and runs until killed.
+"""
+
+import argparse
+import json
+import os
+import signal
+import ssl
+import sys
+import threading
+import warnings
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+class Sink:
+    """Writes every message to the folder, numbered in arrival order."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.count = 0
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.count += 1
+            n = self.count
+        base = os.path.join(self.folder, str(n))
+        # Write the envelope first and the message last, renamed into place, so a reader
+        # that sees N.eml also sees N.json.
+        with open(base + ".json", "w") as f:
+            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}, f)
+        with open(base + ".eml.tmp", "wb") as f:
+            f.write(envelope.original_content or envelope.content)
+        os.rename(base + ".eml.tmp", base + ".eml")
+        return "250 Message accepted for delivery"
+
+
+def authenticator_for(user, password):
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == user
+            and auth_data.password.decode() == password
+        )
+        return AuthResult(success=ok)
+
+    return authenticate
+
+
+def main():
+    # aiosmtpd 1.4 warns about its own deprecated Session.login_data when AUTH succeeds.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    parser.add_argument("--auth")
+    args = parser.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+
+    kwargs = {}
+    if args.cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert, args.key)
+        kwargs["tls_context"] = context
+        kwargs["require_starttls"] = True
+    if args.auth:
+        user, password = args.auth.split(":", 1)
+        kwargs["authenticator"] = authenticator_for(user, password)
+        kwargs["auth_required"] = True
+        # Only with STARTTLS does the password travel encrypted; plain AUTH is for loopback
+        # tests without a certificate.
+        kwargs["auth_require_tls"] = bool(args.cert)
+
+    controller = Controller(Sink(args.dir), hostname="127.0.0.1", port=args.port, **kwargs)
+    controller.start()
+    print(f"READY {args.port}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    controller.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
