@@ -158,9 +158,13 @@ pub enum ServeTarget {
         #[arg(long, default_value = "local", env = "AIE_AGENT", value_parser = parse_agent)]
         agent: AgentName,
     },
+    /// The gateway alone, fronting MCP servers behind bearer tokens (interim: `aie up`
+    /// starts it with the whole stack).
+    Gateway(Box<GatewayArgs>),
+
     /// The email-draft server: new mail becomes tasks, replies are drafted for approval and
     /// sent once approved, at most once.
-    EmailDraft(EmailDraftArgs),
+    EmailDraft(Box<EmailDraftArgs>),
 }
 
 /// `aie serve email-draft` flags; each overrides the config file's `[email]` section.
@@ -200,6 +204,71 @@ pub struct EmailDraftArgs {
 
 fn parse_smtp(raw: &str) -> Result<aie_email_draft::SmtpUrl, String> {
     raw.parse()
+}
+
+/// `aie serve gateway` flags.
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// Address to listen on; port 0 picks a free port (the URL is printed). Default: the
+    /// config's `listen`, else 127.0.0.1:8700.
+    #[arg(long, env = "AIE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The config file: its `[[upstream]]`s and `[[gateway.clients]]` (flags add to them).
+    #[arg(long, env = "AIE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// An MCP server to front, `NAME=URL`; its tools are exposed as NAME_TOOL unless
+    /// `,prefix=false` follows. Repeat for several.
+    #[arg(long = "upstream", value_name = "NAME=URL[,prefix=false]", value_parser = parse_upstream)]
+    pub upstreams: Vec<UpstreamFlag>,
+    /// Also host the vault-claim tools on this vault, in-process.
+    #[arg(long)]
+    pub vault: Option<PathBuf>,
+    /// The agent the hosted vault-claim tools claim for.
+    #[arg(long, default_value = "local", env = "AIE_AGENT", value_parser = parse_agent)]
+    pub agent: AgentName,
+    /// The environment variable holding the one client's token, used when the config names
+    /// no `[[gateway.clients]]`.
+    #[arg(long, default_value = "AIE_TOKEN")]
+    pub token_env: String,
+}
+
+/// One `--upstream NAME=URL[,prefix=false]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamFlag {
+    /// Its name (the tools' prefix).
+    pub name: String,
+    /// Its MCP endpoint.
+    pub url: String,
+    /// Whether its tools are exposed as NAME_TOOL.
+    pub prefix: bool,
+}
+
+fn parse_upstream(raw: &str) -> Result<UpstreamFlag, String> {
+    let (name, rest) = raw
+        .split_once('=')
+        .ok_or("expected NAME=URL[,prefix=false], e.g. fixtures=http://127.0.0.1:3001/mcp")?;
+    let mut parts = rest.split(',');
+    let url = parts.next().unwrap_or_default().to_owned();
+    let mut prefix = true;
+    for option in parts {
+        match option.trim() {
+            "prefix=false" => prefix = false,
+            "prefix=true" => prefix = true,
+            other => {
+                return Err(format!(
+                    "unknown upstream option `{other}` (only prefix=true|false)"
+                ));
+            }
+        }
+    }
+    if name.is_empty() || url.is_empty() {
+        return Err("expected NAME=URL[,prefix=false], with neither empty".to_owned());
+    }
+    Ok(UpstreamFlag {
+        name: name.to_owned(),
+        url,
+        prefix,
+    })
 }
 
 fn need_vault(vault: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -255,8 +324,11 @@ pub fn main() -> ExitCode {
                     },
             } => crate::serve::vault_claim(listen, &vault, agent).await,
             Command::Serve {
+                server: ServeTarget::Gateway(args),
+            } => crate::serve::gateway(*args).await,
+            Command::Serve {
                 server: ServeTarget::EmailDraft(args),
-            } => crate::serve::email_draft(args).await,
+            } => crate::serve::email_draft(*args).await,
             Command::Vault {
                 vault,
                 json,

@@ -7,11 +7,14 @@
 //! - [`approvals_cmd`]: `aie approvals ...` and `aie audit verify`, the owner's side.
 //! - [`config_cmd`]: `aie config check|schema`, the config file's validation and schema.
 //! - [`demo`]: `aie demo`, the self-contained run that shows the suite working.
+//! - [`gateway`]: the front door: one MCP endpoint merging the backends' tools, routing
+//!   and proxying both protocol eras, behind bearer tokens and a policy hook.
 //! - [`vault_cmd`]: `aie vault ...`, vault maintenance.
 
 pub mod approvals_cmd;
 pub mod cli;
 pub mod config_cmd;
 pub mod demo;
+pub mod gateway;
 pub mod serve;
 pub mod vault_cmd;

@@ -75,6 +75,88 @@ pub async fn vault_claim(
     serve_alone("vault-claim", server, listen, ready).await
 }
 
+/// Serves the gateway alone: the config's and the flags' upstreams (and the vault-claim
+/// tools in-process with `--vault`), behind the configured clients' bearer tokens.
+pub async fn gateway(args: crate::cli::GatewayArgs) -> anyhow::Result<ExitCode> {
+    use crate::gateway::{ClientIdentity, ClientToken, Gateway, gateway_router};
+    use aie_shared::config;
+
+    let config = match &args.config {
+        Some(path) => Some(config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?),
+        None => None,
+    };
+    let mut builder = Gateway::builder();
+    for upstream in config.iter().flat_map(|c| c.upstreams.iter()) {
+        let headers = upstream
+            .headers(|var| std::env::var(var).ok())
+            .map_err(anyhow::Error::msg)?;
+        builder = builder.upstream_with_headers(
+            &upstream.name,
+            upstream.url.as_str(),
+            upstream.prefix,
+            headers,
+        );
+    }
+    for upstream in &args.upstreams {
+        builder = builder.upstream(&upstream.name, &upstream.url, upstream.prefix);
+    }
+    if let Some(vault) = &args.vault {
+        let opened = Vault::open(vault)
+            .with_context(|| "opening the vault (lay one out with `aie vault init --vault DIR`)")?;
+        let server = aie_vault_claim::server::server(aie_vault_claim::server::VaultClaim::new(
+            opened,
+            args.agent.clone(),
+        ));
+        builder = builder.in_process("vault", server, false);
+    }
+    let configured = config.iter().flat_map(|c| c.gateway.clients.iter());
+    let mut clients = Vec::new();
+    for client in configured {
+        let identity = ClientIdentity::new(&client.name, &client.role);
+        clients.push(ClientToken::from_sha256_hex(
+            identity,
+            &client.token_sha256,
+        )?);
+    }
+    if clients.is_empty() {
+        let Ok(token) = std::env::var(&args.token_env) else {
+            anyhow::bail!(
+                "no gateway client: configure [[gateway.clients]] in --config, or put a token in ${}",
+                args.token_env
+            );
+        };
+        let identity = ClientIdentity::new("default", aie_shared::policy::DEFAULT_CLIENT_ROLE);
+        clients.push(ClientToken::from_token(identity, &token)?);
+    }
+    let gateway = builder.clients(clients).build().await?;
+    let listen = args
+        .listen
+        .or_else(|| config.as_ref().map(|c| c.listen))
+        .unwrap_or(config::DEFAULT_LISTEN);
+    let listener = bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let opts = match &config {
+        Some(config) => config.http_options(addr),
+        None => HttpOptions::new(addr),
+    };
+    let streams = CancellationToken::new();
+    let metrics = Metrics::new();
+    let tls = opts.tls.as_ref().map(http::load_tls).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let app = gateway_router(&gateway, &opts, metrics, streams.clone());
+    for (name, reason) in gateway.down() {
+        eprintln!(
+            "aie gateway: upstream `{name}` is down ({reason}); its tools appear once it answers"
+        );
+    }
+    println!(
+        "aie gateway: serving {scheme}://{addr}/mcp ({} tools)",
+        gateway.tool_names().len()
+    );
+    http::serve(listener, app, tls, streams, http::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Serves the email-draft tools: the config file's `[email]` section, the flags over it.
 pub async fn email_draft(args: crate::cli::EmailDraftArgs) -> anyhow::Result<ExitCode> {
     use aie_email_draft::{EmailConfig, EmailDraft, SmtpConfig};

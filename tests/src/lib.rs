@@ -56,8 +56,15 @@ pub struct Aie {
 impl Aie {
     /// Starts `aie ARGS` and waits (up to 60 s) for the line naming the URL it serves.
     pub fn start(args: &[&str]) -> Aie {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts `aie ARGS` with extra environment variables `env`, and waits (up to 60 s) for
+    /// the line naming the URL it serves.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Aie {
         let mut child = Command::new(aie_bin())
             .args(args)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),
@@ -133,4 +140,57 @@ pub fn last_json_line(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// Scenario names the conformance suite reports as failed (`✗ name: ...`), minus those it
+/// lists as not scored for the revision.
+pub fn scored_failures(report: &str) -> std::collections::BTreeSet<String> {
+    use std::collections::BTreeSet;
+    let (scored, not_scored) = report.split_once("Not scored for").unwrap_or((report, ""));
+    let name = |line: &str| {
+        let rest = line.trim_start().strip_prefix("✗ ")?;
+        Some(rest.split([':', ' ']).next()?.to_owned())
+    };
+    let excused: BTreeSet<String> = not_scored.lines().filter_map(name).collect();
+    scored
+        .lines()
+        .filter_map(name)
+        .filter(|n| !excused.contains(n))
+        .collect()
+}
+
+/// What one run of the conformance suite said.
+#[derive(Debug)]
+pub struct SuiteRun {
+    /// The suite's stdout.
+    pub report: String,
+    /// Scenarios reported passing (`✓ ` lines).
+    pub passed: usize,
+    /// Scored scenarios that failed.
+    pub failures: std::collections::BTreeSet<String>,
+    /// The suite's exit status.
+    pub status: std::process::ExitStatus,
+}
+
+/// Runs the official conformance suite (`AIE_NODE`, `AIE_CONFORMANCE`) against `url` with
+/// `--requirements REVISION`.
+pub fn conformance_suite(url: &str, requirements: &str) -> SuiteRun {
+    let results = std::env::temp_dir().join(format!(
+        "aie-conformance-{requirements}-{}-{}",
+        std::process::id(),
+        url.rsplit(':').next().unwrap_or_default().replace('/', "_")
+    ));
+    let out = run(Command::new(peer("AIE_NODE"))
+        .arg(peer("AIE_CONFORMANCE"))
+        .args(["server", "--url", url, "--requirements", requirements])
+        .arg("-o")
+        .arg(&results));
+    let _ = std::fs::remove_dir_all(results);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    SuiteRun {
+        passed: report.lines().filter(|l| l.starts_with("✓ ")).count(),
+        failures: scored_failures(&report),
+        report,
+        status: out.status,
+    }
 }

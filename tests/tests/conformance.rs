@@ -1,60 +1,28 @@
 //! The official MCP conformance suite against `aie serve conformance`, in both eras: every
 //! scored check must pass.
 
-use std::{collections::BTreeSet, process::Command};
+use std::collections::BTreeSet;
 
-use aie_e2e::{Aie, peer, run};
-
-/// Scenario names the suite reports as failed (`✗ name: ...`), minus those it lists as not
-/// scored for the revision.
-fn scored_failures(report: &str) -> BTreeSet<String> {
-    let (scored, not_scored) = report.split_once("Not scored for").unwrap_or((report, ""));
-    let name = |line: &str| {
-        let rest = line.trim_start().strip_prefix("✗ ")?;
-        Some(rest.split([':', ' ']).next()?.to_owned())
-    };
-    let excused: BTreeSet<String> = not_scored.lines().filter_map(name).collect();
-    scored
-        .lines()
-        .filter_map(name)
-        .filter(|n| !excused.contains(n))
-        .collect()
-}
+use aie_e2e::{Aie, conformance_suite, scored_failures};
 
 fn suite(requirements: &str) {
     let server = Aie::start(&["serve", "conformance", "--listen", "127.0.0.1:0"]);
-    let results = std::env::temp_dir().join(format!(
-        "aie-conformance-{requirements}-{}",
-        std::process::id()
-    ));
-    let out = run(Command::new(peer("AIE_NODE"))
-        .arg(peer("AIE_CONFORMANCE"))
-        .args([
-            "server",
-            "--url",
-            &server.localhost_url(),
-            "--requirements",
-            requirements,
-        ])
-        .arg("-o")
-        .arg(&results));
-    let report = String::from_utf8_lossy(&out.stdout);
-    let passed = report.lines().filter(|l| l.starts_with("✓ ")).count();
-    let failures = scored_failures(&report);
+    let run = conformance_suite(&server.localhost_url(), requirements);
     assert!(
-        failures.is_empty(),
-        "scored scenarios failed for {requirements}: {failures:?}"
+        run.failures.is_empty(),
+        "scored scenarios failed for {requirements}: {:?}",
+        run.failures
     );
     assert!(
-        passed >= 25,
-        "only {passed} scenarios passed for {requirements}: did the suite run?"
+        run.passed >= 25,
+        "only {} scenarios passed for {requirements}: did the suite run?",
+        run.passed
     );
     assert!(
-        out.status.success(),
+        run.status.success(),
         "conformance suite exited with {} for {requirements}",
-        out.status
+        run.status
     );
-    let _ = std::fs::remove_dir_all(results);
 }
 
 /// Every scored 2025-11-25 (legacy: initialize, sessions) scenario passes.
