@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the self-contained demo on embedded defaults and print its timeline.
     Demo,
+    /// Run one zone's stack (the gateway and the zone's servers) until stopped.
+    Up(Box<crate::up::UpArgs>),
     /// Run one server alone on its own listener.
     Serve {
         /// Which server.
@@ -135,6 +137,18 @@ pub enum VaultAction {
     Repair,
     /// Tasks per state folder and unreadable files.
     Status,
+    /// Sync with the git remote now: commit (secrets left out), fetch, merge by task id, push.
+    Sync {
+        /// The remote, for a vault that has none configured yet (path, file://, ssh:// or https://).
+        #[arg(long)]
+        remote: Option<String>,
+        /// The agent whose claims this replica makes.
+        #[arg(long, value_parser = parse_agent)]
+        agent: Option<AgentName>,
+        /// The zone this replica belongs to (`local` writes Dashboard.md).
+        #[arg(long, default_value = "local")]
+        zone: aie_shared::Zone,
+    },
 }
 
 /// Servers `aie serve` can run.
@@ -230,6 +244,14 @@ pub struct GatewayArgs {
     /// no `[[gateway.clients]]`.
     #[arg(long, default_value = "AIE_TOKEN")]
     pub token_env: String,
+    /// The zone to enforce (cloud|local): the policy, approvals, limits and audit log apply
+    /// (needs --vault). Without it every call is let through (interim test mode).
+    #[arg(long, env = "AIE_ZONE")]
+    pub zone: Option<aie_shared::policy::Zone>,
+    /// The local state folder (approval ledger, audit head, budgets), never inside the vault.
+    /// Default: the config's `state`, else $XDG_STATE_HOME/aie, else ~/.local/state/aie.
+    #[arg(long, env = "AIE_STATE")]
+    pub state: Option<PathBuf>,
 }
 
 /// One `--upstream NAME=URL[,prefix=false]`.
@@ -312,6 +334,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo => crate::demo::run().await,
+            Command::Up(args) => crate::up::run(*args).await,
             Command::Serve {
                 server: ServeTarget::Conformance { listen },
             } => crate::serve::conformance(listen).await,
@@ -342,6 +365,17 @@ pub fn main() -> ExitCode {
                     VaultAction::Check => crate::vault_cmd::check(&dir, json),
                     VaultAction::Repair => crate::vault_cmd::repair(&dir, json),
                     VaultAction::Status => crate::vault_cmd::status(&dir, json),
+                    VaultAction::Sync {
+                        remote,
+                        agent,
+                        zone,
+                    } => {
+                        let agent = match agent {
+                            Some(agent) => agent,
+                            None => parse_agent(&zone.to_string()).map_err(anyhow::Error::msg)?,
+                        };
+                        crate::vault_cmd::sync(&dir, remote.as_deref(), agent, zone, json)
+                    }
                 }
             }
             Command::Approvals {

@@ -9,6 +9,7 @@
 //! - [`demo`]: `aie demo`, the self-contained run that shows the suite working.
 //! - [`gateway`]: the front door: one MCP endpoint merging the backends' tools, routing
 //!   and proxying both protocol eras, behind bearer tokens and a policy hook.
+//! - [`up`]: `aie up --zone cloud|local`, one zone's whole stack in one process.
 //! - [`vault_cmd`]: `aie vault ...`, vault maintenance.
 
 pub mod approvals_cmd;
@@ -17,4 +18,5 @@ pub mod config_cmd;
 pub mod demo;
 pub mod gateway;
 pub mod serve;
+pub mod up;
 pub mod vault_cmd;

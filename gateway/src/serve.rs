@@ -128,6 +128,10 @@ pub async fn gateway(args: crate::cli::GatewayArgs) -> anyhow::Result<ExitCode> 
         let identity = ClientIdentity::new("default", aie_shared::policy::DEFAULT_CLIENT_ROLE);
         clients.push(ClientToken::from_token(identity, &token)?);
     }
+    let zone = args.zone.or_else(|| config.as_ref().and_then(|c| c.zone));
+    if let Some(zone) = zone {
+        builder = builder.guard(policy_guard(&args, config.as_ref(), zone).await?);
+    }
     let gateway = builder.clients(clients).build().await?;
     let listen = args
         .listen
@@ -155,6 +159,46 @@ pub async fn gateway(args: crate::cli::GatewayArgs) -> anyhow::Result<ExitCode> 
     );
     http::serve(listener, app, tls, streams, http::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policy guard for `aie serve gateway --zone`: the config's policy and limits (followed
+/// across reloads when there is a config file), the vault's audit log, the state folder's
+/// approval ledger.
+async fn policy_guard(
+    args: &crate::cli::GatewayArgs,
+    config: Option<&aie_shared::Config>,
+    zone: aie_shared::policy::Zone,
+) -> anyhow::Result<crate::gateway::PolicyGuard> {
+    use aie_shared::config::{self, ConfigWatcher, Overrides};
+    let Some(vault_dir) = &args.vault else {
+        anyhow::bail!(
+            "--zone {zone} needs --vault DIR: the audit log and the approvals live in the vault"
+        );
+    };
+    let vault = Vault::open(vault_dir)
+        .with_context(|| "opening the vault (lay one out with `aie vault init --vault DIR`)")?;
+    let state = args
+        .state
+        .clone()
+        .or_else(|| config.and_then(|c| c.state.clone()))
+        .or_else(config::default_state_dir)
+        .context("no state folder: pass --state DIR (HOME is not set, so there is no default)")?;
+    let running = config.cloned().unwrap_or_default();
+    let agent = args.agent.clone();
+    let guard = tokio::task::spawn_blocking(move || {
+        crate::gateway::PolicyGuard::new(&running, zone, vault, &state, agent)
+    })
+    .await??;
+    if let Some(path) = &args.config {
+        // Reloads (SIGHUP, or the file changing) swap the policy and limits between calls;
+        // a file that does not validate keeps the running ones.
+        let watcher = ConfigWatcher::load(path, Overrides::default())
+            .await
+            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        guard.follow(watcher.subscribe());
+        tokio::spawn(watcher.run(CancellationToken::new()));
+    }
+    Ok(guard)
 }
 
 /// Serves the email-draft tools: the config file's `[email]` section, the flags over it.

@@ -1,4 +1,4 @@
-//! `aie vault init|check|repair|status`: vault maintenance from the command line.
+//! `aie vault init|check|repair|status|sync`: vault maintenance from the command line.
 
 use std::{path::Path, process::ExitCode};
 
@@ -80,4 +80,46 @@ pub fn status(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `aie vault sync`: commits local changes (secrets left out), fetches, merges by task id and
+/// pushes; prints what moved. Exit 1 when the remote could not be reached.
+pub fn sync(
+    dir: &Path,
+    remote: Option<&str>,
+    agent: aie_shared::vault::AgentName,
+    zone: aie_shared::Zone,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let replica = aie_vault_claim::sync::Replica::open(dir, remote, agent, zone)
+        .with_context(|| format!("opening {} as a synced vault", dir.display()))?;
+    let report = replica.sync_round()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "pushed {} commit(s), pulled {}",
+            report.pushed, report.pulled
+        );
+        for conflict in &report.conflicts {
+            println!("conflict: {conflict}");
+        }
+        for lost in &report.lost_claims {
+            match &lost.owner {
+                Some(owner) => println!("lost claim: {} is held by {owner}", lost.task_id),
+                None => println!("lost claim: {}", lost.task_id),
+            }
+        }
+        for blocked in &report.blocked {
+            println!("kept out of git: {}: {}", blocked.path, blocked.reason);
+        }
+        if let Some(why) = &report.offline {
+            println!("offline: {why}; local commits are queued for the next sync");
+        }
+    }
+    Ok(if report.offline.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -194,3 +194,413 @@ pub fn conformance_suite(url: &str, requirements: &str) -> SuiteRun {
         status: out.status,
     }
 }
+
+/// The two-zone scenario of the Platinum and crash tests: separate `aie up` processes, a bare
+/// git remote, aiosmtpd as the SMTP server, and the official Python MCP SDK as the agent.
+pub mod zones {
+    use std::{
+        net::{TcpListener, TcpStream},
+        path::{Path, PathBuf},
+        process::{Child, Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    use serde_json::Value;
+
+    use super::{Aie, peer, peers_dir, run};
+
+    /// The token both stacks accept in these tests (through `AIE_TOKEN`).
+    pub const TOKEN: &str = "zones-test-token";
+
+    /// A free loopback port.
+    pub fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    /// aiosmtpd writing what it receives to `DIR/received`; killed when dropped.
+    pub struct SmtpSink {
+        child: Child,
+        out: PathBuf,
+        /// Its port on 127.0.0.1.
+        pub port: u16,
+    }
+
+    impl SmtpSink {
+        /// Starts `tests/peers/smtp_sink.py` and waits until it listens.
+        pub fn start(dir: &Path) -> SmtpSink {
+            let port = free_port();
+            let out = dir.join("received");
+            let child = Command::new(peer("AIE_PYTHON"))
+                .arg(peers_dir().join("smtp_sink.py"))
+                .args(["--port", &port.to_string(), "--dir"])
+                .arg(&out)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start smtp_sink.py");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "aiosmtpd did not listen");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            SmtpSink { child, out, port }
+        }
+
+        /// `smtp://127.0.0.1:PORT`.
+        pub fn url(&self) -> String {
+            format!("smtp://127.0.0.1:{}", self.port)
+        }
+
+        /// The raw messages received, in order.
+        pub fn messages(&self) -> Vec<String> {
+            (1..)
+                .map(|n| self.out.join(format!("{n}.eml")))
+                .take_while(|p| p.exists())
+                .map(|p| std::fs::read_to_string(p).expect("eml"))
+                .collect()
+        }
+    }
+
+    impl Drop for SmtpSink {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// One tool call by the Python SDK through a gateway, with the bearer token: the printed
+    /// `{tools, is_error, text, structured}`.
+    pub fn agent_call(url: &str, tool: &str, args: &Value) -> Value {
+        let out = run(Command::new(peer("AIE_PYTHON"))
+            .arg(peers_dir().join("mcp_client.py"))
+            .args([url, "legacy", tool, &args.to_string()])
+            .arg("--header")
+            .arg(format!("Authorization=Bearer {TOKEN}")));
+        assert!(out.status.success(), "the Python agent failed on {tool}");
+        super::last_json_line(&out)
+    }
+
+    /// [`agent_call`] that must succeed; its structured result.
+    pub fn agent_ok(url: &str, tool: &str, args: &Value) -> Value {
+        let answer = agent_call(url, tool, args);
+        assert_eq!(answer["is_error"], false, "{tool}: {}", answer["text"]);
+        answer["structured"].clone()
+    }
+
+    /// A bare git repository, the remote both zones sync through.
+    pub fn bare_remote(dir: &Path) -> PathBuf {
+        let remote = dir.join("remote.git");
+        let out = run(Command::new("git").arg("init").arg("--bare").arg(&remote));
+        assert!(out.status.success(), "git init --bare");
+        remote
+    }
+
+    /// `aie up --zone ZONE` on `root/ZONE/{vault,state}` with `extra` flags and `env`.
+    pub fn up(zone: &str, root: &Path, remote: &Path, extra: &[&str], env: &[(&str, &str)]) -> Aie {
+        let vault = root.join(zone).join("vault");
+        let state = root.join(zone).join("state");
+        let mut args = vec![
+            "up".to_owned(),
+            "--zone".into(),
+            zone.into(),
+            "--vault".into(),
+            vault.display().to_string(),
+            "--state".into(),
+            state.display().to_string(),
+            "--remote".into(),
+            remote.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut env = env.to_vec();
+        env.push(("AIE_TOKEN", TOKEN));
+        Aie::start_with_env(&args, &env)
+    }
+
+    /// What the cloud half leaves for the owner.
+    pub struct Drafted {
+        /// The email task.
+        pub task_id: String,
+        /// The reply's approval request.
+        pub approval_id: String,
+    }
+
+    /// The cloud agent's steps through the cloud gateway: fetch, claim, triage, draft the
+    /// reply with `body`, sync. The cloud never lists `email_send`.
+    pub fn cloud_drafts(cloud: &Aie, body: &str) -> Drafted {
+        let fetched = agent_call(&cloud.url, "email_fetch", &serde_json::json!({}));
+        assert_eq!(
+            fetched["is_error"], false,
+            "email_fetch: {}",
+            fetched["text"]
+        );
+        let tools: Vec<&str> = fetched["tools"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert!(
+            !tools.contains(&"email_send"),
+            "cloud lists email_send: {tools:?}"
+        );
+        let task_id = fetched["structured"]["task_ids"][0]
+            .as_str()
+            .expect("a new task")
+            .to_owned();
+        let task = serde_json::json!({ "task_id": task_id });
+        let claimed = agent_ok(&cloud.url, "vault_claim_task", &task);
+        assert_eq!(claimed["claimed"], true, "{claimed}");
+        agent_ok(&cloud.url, "email_triage", &task);
+        let drafted = agent_ok(
+            &cloud.url,
+            "email_draft_reply",
+            &serde_json::json!({ "task_id": task_id, "body": body }),
+        );
+        let approval_id = drafted["approval_id"]
+            .as_str()
+            .expect("approval id")
+            .to_owned();
+        let synced = agent_ok(&cloud.url, "vault_sync", &serde_json::json!({}));
+        assert!(synced["offline"].is_null(), "cloud sync offline: {synced}");
+        Drafted {
+            task_id,
+            approval_id,
+        }
+    }
+
+    /// `aie ARGS` run to completion.
+    pub fn aie(args: &[&str]) -> std::process::Output {
+        run(Command::new(super::aie_bin()).args(args))
+    }
+}
+
+/// A private Debian dovecot serving IMAP over TLS on 127.0.0.1, the real IMAP server the
+/// Platinum gate's cloud zone reads. (servers/email-draft/tests/support has the same helper:
+/// that crate cannot reach this one without a dev-dependency on it.)
+pub mod dovecot {
+    use std::{
+        net::TcpStream,
+        os::unix::fs::{PermissionsExt, chown},
+        path::{Path, PathBuf},
+        process::{Child, Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    use super::zones::free_port;
+
+    /// The test user's login.
+    pub const USER: &str = "test";
+    /// The test user's password.
+    pub const PASSWORD: &str = "secret";
+    /// The uid the test user's mail belongs to: dovecot serves no mail as root (uid 0).
+    const MAIL_UID: u32 = 65534;
+
+    /// A running dovecot with user [`USER`]; stopped (with its children) when dropped.
+    pub struct Dovecot {
+        child: Child,
+        /// Holds its config, certificate, mail and log; removed when dropped.
+        pub root: tempfile::TempDir,
+        /// Its IMAPS port on 127.0.0.1.
+        pub port: u16,
+        /// Its certificate (PEM), for `ca_file`: self-signed for `localhost` and 127.0.0.1.
+        pub cert: PathBuf,
+        /// The test user's Maildir.
+        pub maildir: PathBuf,
+        log: PathBuf,
+    }
+
+    /// The dovecot binary, or a clear failure naming the install step.
+    fn dovecot_bin() -> PathBuf {
+        ["/usr/sbin/dovecot", "/usr/local/sbin/dovecot"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .unwrap_or_else(|| {
+                panic!(
+                    "dovecot is not installed: `apt-get install dovecot-imapd` (tests/run does it)"
+                )
+            })
+    }
+
+    /// Waits (up to 20 s) until something accepts on `port`, else fails with the log.
+    fn wait_for_port(port: u16, log: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("dovecot did not listen on port {port} within 20 s; its log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A fresh self-signed certificate for `localhost` and 127.0.0.1: (cert, key) PEM files
+    /// written in `dir`.
+    pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .expect("certificate");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).expect("cert");
+        std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key");
+        (cert, key)
+    }
+
+    /// Makes `path` (a file or folder) the mail user's, so dovecot's mail process can use it.
+    fn give_to_mail_user(path: &Path) {
+        chown(path, Some(MAIL_UID), Some(MAIL_UID))
+            .unwrap_or_else(|e| panic!("chown {}: {e} (the tests run as root)", path.display()));
+    }
+
+    /// The config: IMAPS only, on 127.0.0.1:`port`, every path inside `root`.
+    fn config(root: &Path, port: u16, cert: &Path, key: &Path, passwd: &Path) -> String {
+        let (base, log, mail) = (
+            root.join("run"),
+            root.join("dovecot.log"),
+            root.join("mail"),
+        );
+        format!(
+            "protocols = imap
+listen = 127.0.0.1
+base_dir = {base}
+state_dir = {base}/state
+log_path = {log}
+info_log_path = {log}
+ssl = required
+ssl_cert = <{cert}
+ssl_key = <{key}
+ssl_min_protocol = TLSv1.2
+mail_location = maildir:{mail}/%u
+default_internal_user = dovecot
+default_internal_group = dovecot
+default_login_user = dovenull
+auth_mechanisms = plain
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={MAIL_UID} gid={MAIL_UID} home={mail}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = {port}
+    ssl = yes
+  }}
+}}
+",
+            base = base.display(),
+            log = log.display(),
+            cert = cert.display(),
+            key = key.display(),
+            mail = mail.display(),
+            passwd = passwd.display(),
+        )
+    }
+
+    impl Dovecot {
+        /// Starts dovecot (we run as root) with a temporary config: the master as root,
+        /// logins as `dovenull`, internal processes as `dovecot` (the users the Debian package
+        /// makes), the test user's mail as uid 65534.
+        pub fn start() -> Dovecot {
+            let bin = dovecot_bin();
+            let root = tempfile::Builder::new()
+                .prefix("aie-dovecot-")
+                .tempdir()
+                .expect("tempdir");
+            let r = root.path();
+            // Dovecot's unprivileged processes must reach the files below.
+            std::fs::set_permissions(r, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            let (cert, key) = certificate(r);
+            let mail = r.join("mail");
+            let maildir = mail.join(USER);
+            for sub in ["new", "cur", "tmp"] {
+                std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+            }
+            std::fs::set_permissions(&mail, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            give_to_mail_user(&mail);
+            give_to_mail_user(&maildir);
+            for sub in ["new", "cur", "tmp"] {
+                give_to_mail_user(&maildir.join(sub));
+            }
+            let passwd = r.join("passwd");
+            std::fs::write(
+                &passwd,
+                format!(
+                    "{USER}:{{PLAIN}}{PASSWORD}:{MAIL_UID}:{MAIL_UID}::{}\n",
+                    maildir.display()
+                ),
+            )
+            .expect("passwd");
+            // The auth process reads it as `dovecot`, not root.
+            std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod");
+            let port = free_port();
+            let conf = r.join("dovecot.conf");
+            std::fs::write(&conf, config(r, port, &cert, &key, &passwd)).expect("conf");
+            let log = r.join("dovecot.log");
+            let child = Command::new(bin)
+                .arg("-F")
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start dovecot");
+            // Built before the wait, so a dovecot that never listens is still stopped.
+            let dovecot = Dovecot {
+                child,
+                root,
+                port,
+                cert,
+                maildir,
+                log,
+            };
+            wait_for_port(port, &dovecot.log);
+            dovecot
+        }
+
+        /// Delivers `raw` into the user's `new/` as `name`, as an MDA does (written in `tmp/`,
+        /// renamed), owned by the mail user.
+        pub fn deliver(&self, name: &str, raw: &[u8]) {
+            let tmp = self.maildir.join("tmp").join(name);
+            std::fs::write(&tmp, raw).expect("write");
+            give_to_mail_user(&tmp);
+            std::fs::rename(&tmp, self.maildir.join("new").join(name)).expect("deliver");
+        }
+
+        /// The server's log, for failure messages.
+        pub fn log(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+    }
+
+    impl Drop for Dovecot {
+        fn drop(&mut self) {
+            // SIGTERM, so the master stops its login and mail processes too (SIGKILL would
+            // orphan them).
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

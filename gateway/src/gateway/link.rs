@@ -128,6 +128,12 @@ impl Link {
                 *request.method_mut() = Method::POST;
                 *request.uri_mut() = http::Uri::from_static("/mcp");
                 *request.headers_mut() = headers;
+                // rmcp refuses a request without a Host; an in-process call has no network
+                // address, so it names loopback, which every listener accepts.
+                request
+                    .headers_mut()
+                    .entry(http::header::HOST)
+                    .or_insert(http::HeaderValue::from_static("localhost"));
                 match hosted.router().oneshot(request).await {
                     Ok(response) => Ok(response),
                     Err(never) => match never {},

@@ -43,6 +43,11 @@ pub use error::GatewayError;
 pub mod guard;
 pub use guard::{AllowAll, CallGuard, CallInfo, CallOutcome, ClientIdentity, Permit};
 
+pub mod limits;
+
+pub mod policy_guard;
+pub use policy_guard::{PolicyGuard, PolicyGuardError};
+
 mod backend;
 mod catalog;
 mod exchange;

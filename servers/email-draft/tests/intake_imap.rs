@@ -5,8 +5,9 @@
 
 mod support;
 
+use aie_e2e::dovecot::Dovecot;
 use aie_email_draft::{EmailConfig, ImapConfig, intake::imap};
-use support::{Dovecot, Setup, mail};
+use support::{Setup, mail};
 
 /// The IMAP config for the test user, the password file written in the state folder.
 fn imap_config(setup: &Setup, dovecot: &Dovecot, password: &str) -> EmailConfig {

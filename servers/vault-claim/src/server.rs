@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::sync::{ClaimOutcome, Replica, ReplicaStatus, SyncError, SyncReport};
 use aie_shared::{
     ToolError, ToolOutput, ToolServer, ToolSet, ToolSpec,
     vault::{AgentName, Domain, TaskFilter, TaskFolder, TaskId, Vault, VaultError},
@@ -14,28 +15,68 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What the tools act on: the vault and the agent the tools act for.
+/// What the tools act on: the vault, the agent the tools act for, and, when the vault syncs
+/// through git, its [`Replica`].
 #[derive(Clone)]
 pub struct VaultClaim {
     vault: Vault,
     agent: AgentName,
+    replica: Option<Arc<Replica>>,
 }
 
 impl VaultClaim {
-    /// The tools of `agent` on `vault`.
+    /// The tools of `agent` on `vault`, without sync (claims hold on this machine only).
     pub fn new(vault: Vault, agent: AgentName) -> Self {
-        Self { vault, agent }
+        Self {
+            vault,
+            agent,
+            replica: None,
+        }
+    }
+
+    /// The tools on a synced vault: claims go through [`Replica::claim`] so they hold across
+    /// replicas, and `vault_sync` / `vault_status` are added.
+    pub fn with_replica(replica: Arc<Replica>) -> Self {
+        Self {
+            vault: replica.vault().clone(),
+            agent: replica.agent().clone(),
+            replica: Some(replica),
+        }
+    }
+
+    /// The replica, when the vault syncs.
+    pub fn replica(&self) -> Option<&Arc<Replica>> {
+        self.replica.as_ref()
     }
 
     /// Runs blocking vault work off the runtime; a vault error becomes the tool's error text.
+    /// On a synced vault the work waits for any git work in progress, so a checkout never
+    /// meets a move.
     async fn blocking<T, F>(&self, work: F) -> Result<T, ToolError>
     where
         T: Send + 'static,
         F: FnOnce(&Vault, &AgentName) -> Result<T, VaultError> + Send + 'static,
     {
-        let (vault, agent) = (self.vault.clone(), self.agent.clone());
-        match tokio::task::spawn_blocking(move || work(&vault, &agent)).await {
+        let (vault, agent, replica) =
+            (self.vault.clone(), self.agent.clone(), self.replica.clone());
+        let job = move || match replica {
+            Some(replica) => replica.with_vault(|_| work(&vault, &agent)),
+            None => work(&vault, &agent),
+        };
+        match tokio::task::spawn_blocking(job).await {
             Ok(result) => result.map_err(tool_error),
+            Err(e) => Err(ToolError::Failed(format!("internal error: {e}"))),
+        }
+    }
+
+    /// Runs blocking replica work off the runtime; a sync error becomes the tool's error text.
+    async fn on_replica<T, F>(replica: Arc<Replica>, work: F) -> Result<T, ToolError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Replica) -> Result<T, SyncError> + Send + 'static,
+    {
+        match tokio::task::spawn_blocking(move || work(&replica)).await {
+            Ok(result) => result.map_err(|e| ToolError::Failed(e.to_string())),
             Err(e) => Err(ToolError::Failed(format!("internal error: {e}"))),
         }
     }
@@ -157,11 +198,20 @@ pub struct Claimed {
     pub claimed: bool,
     /// When the claim goes stale unless renewed (RFC 3339).
     pub lease_until: Option<String>,
+    /// Set when the claim is committed here but the remote could not be reached: a later
+    /// `vault_sync` confirms it or reports it in `lost_claims`. Do not act on the task before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 impl ToolOutput for Claimed {
     fn render(&self) -> String {
-        if self.claimed {
+        if let Some(reason) = &self.pending {
+            format!(
+                "claimed {} for {} locally, not yet on the remote ({reason}); sync before acting on it",
+                self.task_id, self.owner
+            )
+        } else if self.claimed {
             format!("claimed {} for {}", self.task_id, self.owner)
         } else {
             format!("{} is claimed by {}", self.task_id, self.owner)
@@ -276,27 +326,14 @@ pub fn tools(state: VaultClaim) -> ToolSet {
 
     let st = s.clone();
     set.add(
-        ToolSpec::draft("vault_claim_task", "Claim a task", "Claims a task by moving it to In_Progress/<agent>/; the first mover owns it. A task another agent holds is refused with that agent's name."),
+        ToolSpec::draft("vault_claim_task", "Claim a task", "Claims a task by moving it to In_Progress/<agent>/; the first mover owns it, across replicas when the vault syncs. A task another agent holds is refused with that agent's name."),
         move |args: TaskArgs| {
             let st = st.clone();
             async move {
-                let id = args.task_id;
-                let outcome = st.blocking(move |vault, agent| match vault.claim(&id, agent) {
-                    Ok(claim) => Ok(Claimed {
-                        task_id: claim.task_id.to_string(),
-                        owner: claim.owner.to_string(),
-                        claimed: true,
-                        lease_until: Some(claim.lease_until.to_rfc3339()),
-                    }),
-                    Err(VaultError::AlreadyClaimed { owner, .. }) => Ok(Claimed {
-                        task_id: id.to_string(),
-                        owner: owner.to_string(),
-                        claimed: false,
-                        lease_until: None,
-                    }),
-                    Err(e) => Err(e),
-                });
-                let claimed = outcome.await?;
+                let claimed = match st.replica.clone() {
+                    Some(replica) => claim_across_replicas(replica, args.task_id).await?,
+                    None => claim_here(&st, args.task_id).await?,
+                };
                 if claimed.claimed {
                     Ok(claimed)
                 } else {
@@ -364,7 +401,123 @@ pub fn tools(state: VaultClaim) -> ToolSet {
             }
         },
     );
+    if let Some(replica) = s.replica.clone() {
+        add_sync_tools(&mut set, replica);
+    }
     set
+}
+
+/// `vault_sync {}` and `vault_status {}`, on a synced vault.
+fn add_sync_tools(set: &mut ToolSet, replica: Arc<Replica>) {
+    let r = replica.clone();
+    set.add(
+        ToolSpec::draft(
+            "vault_sync",
+            "Sync the vault",
+            "Commits this replica's changes (secrets left out), fetches, merges by task id and pushes, now. Returns {pushed, pulled, conflicts, lost_claims}; an unreachable remote is reported in `offline`, not an error.",
+        ),
+        move |_: NoArgs| {
+            let r = r.clone();
+            async move { VaultClaim::on_replica(r, Replica::sync_round).await }
+        },
+    );
+    set.add(
+        ToolSpec::read(
+            "vault_status",
+            "Vault sync status",
+            "The replica's sync state: remote, commits ahead and behind, last sync and error, files kept out of git, pending claims, conflicts and task counts per folder.",
+        ),
+        move |_: NoArgs| {
+            let r = replica.clone();
+            async move { VaultClaim::on_replica(r, Replica::status).await }
+        },
+    );
+}
+
+/// Arguments of a tool that takes none.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+impl ToolOutput for SyncReport {
+    fn render(&self) -> String {
+        let mut out = format!("pushed {}, pulled {}", self.pushed, self.pulled);
+        if let Some(reason) = &self.offline {
+            out.push_str(&format!(" (offline: {reason})"));
+        }
+        for c in &self.conflicts {
+            out.push_str(&format!("\nconflict: {c}"));
+        }
+        for lost in &self.lost_claims {
+            let owner = lost
+                .owner
+                .as_ref()
+                .map_or("nobody".to_owned(), ToString::to_string);
+            out.push_str(&format!(
+                "\nlost claim: {} (now {owner}, {})",
+                lost.task_id, lost.path
+            ));
+        }
+        for b in &self.blocked {
+            out.push_str(&format!("\nkept out of git: {} ({})", b.path, b.reason));
+        }
+        out
+    }
+}
+
+impl ToolOutput for ReplicaStatus {}
+
+/// A claim on this machine only (no sync).
+async fn claim_here(st: &VaultClaim, id: TaskId) -> Result<Claimed, ToolError> {
+    st.blocking(move |vault, agent| match vault.claim(&id, agent) {
+        Ok(claim) => Ok(Claimed {
+            task_id: claim.task_id.to_string(),
+            owner: claim.owner.to_string(),
+            claimed: true,
+            lease_until: Some(claim.lease_until.to_rfc3339()),
+            pending: None,
+        }),
+        Err(VaultError::AlreadyClaimed { owner, .. }) => Ok(Claimed {
+            task_id: id.to_string(),
+            owner: owner.to_string(),
+            claimed: false,
+            lease_until: None,
+            pending: None,
+        }),
+        Err(e) => Err(e),
+    })
+    .await
+}
+
+/// A claim that holds across replicas: committed and pushed, the push deciding.
+async fn claim_across_replicas(replica: Arc<Replica>, id: TaskId) -> Result<Claimed, ToolError> {
+    let outcome = VaultClaim::on_replica(replica, move |r| r.claim(&id)).await?;
+    Ok(match outcome {
+        ClaimOutcome::Confirmed { claim } => Claimed {
+            task_id: claim.task_id.to_string(),
+            owner: claim.owner.to_string(),
+            claimed: true,
+            lease_until: Some(claim.lease_until.to_rfc3339()),
+            pending: None,
+        },
+        ClaimOutcome::Pending { claim, reason } => Claimed {
+            task_id: claim.task_id.to_string(),
+            owner: claim.owner.to_string(),
+            claimed: true,
+            lease_until: Some(claim.lease_until.to_rfc3339()),
+            pending: Some(reason),
+        },
+        ClaimOutcome::Lost { task_id, owner } => Claimed {
+            task_id: task_id.to_string(),
+            owner: owner.map_or_else(
+                || "nobody (it is no longer claimable)".to_owned(),
+                |o| o.to_string(),
+            ),
+            claimed: false,
+            lease_until: None,
+            pending: None,
+        },
+    })
 }
 
 /// Writes `Updates/<time>-<agent>.md`, never replacing an existing note.

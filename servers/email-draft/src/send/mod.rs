@@ -178,7 +178,11 @@ impl Sender {
                     journal.path().display()
                 ))
             })?;
+        crash_hook("before_send");
         let delivered = self.transport.deliver(approval_id, &message).await;
+        if delivered.is_ok() {
+            crash_hook("after_send");
+        }
         let (state, result) = match delivered {
             Ok(detail) => (JournalState::Sent, Ok(detail)),
             Err(TransportError::NotSent(why)) => {
@@ -214,6 +218,17 @@ impl Sender {
                 Err(e)
             }
         }
+    }
+}
+
+/// Test hook for the crash tests (invariant 7): in debug builds only, when `AIE_TEST_CRASH`
+/// names `point` (`before_send`: the journal says `sending`, nothing handed over yet;
+/// `after_send`: the server accepted the message, the journal not yet told), the process
+/// aborts there, as a SIGKILL would stop it. Release builds ignore the variable.
+fn crash_hook(point: &str) {
+    if cfg!(debug_assertions) && std::env::var("AIE_TEST_CRASH").is_ok_and(|v| v == point) {
+        eprintln!("aie: AIE_TEST_CRASH={point}: aborting the process here (test hook)");
+        std::process::abort();
     }
 }
 

@@ -1,0 +1,544 @@
+//! [`PolicyGuard`]: the gateway's real [`CallGuard`]. It decides every `tools/call` by the
+//! operator's policy (zones, effect classes, roles), the owner's limits and the human's
+//! approvals, and writes one audit record for each call, allowed or refused.
+//!
+//! In order, for each call (`specs/gateway.md`, "Policy guard"):
+//! 1. the client's rate limit;
+//! 2. the policy: the cloud zone never runs an `execute` tool, a role only its classes and
+//!    tools, an unknown tool is `execute` (`Policy::decide`);
+//! 3. the tool's rate limit;
+//! 4. for an `execute` tool (local zone): an `approval_id`, hand-moved approvals adopted,
+//!    the owner's effect budgets, then `Approvals::authorize`, which marks the approval used
+//!    before anything is forwarded; and an audit record of the intent, whose failure
+//!    refuses the call.
+//!
+//! `after` records the outcome in the audit log and, for an execute call, in the approval
+//! ledger: a result is `ok` or `error`; a backend that failed or vanished after the call was
+//! forwarded leaves the approval **in doubt** (contract invariant 7), never retried.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::Instant,
+};
+
+use aie_shared::{
+    approvals::{Approvals, Outcome, QUARANTINE, Refused, SyncArrivals, local_user},
+    audit::{AuditLog, CallStatus, ToolCall},
+    config::{Config, Limits},
+    policy::{Decision, EffectClass, Policy, Zone},
+    vault::{AgentName, ApprovalId, ApprovalRequest, Vault, payload_sha256},
+};
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use super::{
+    guard::{CallGuard, CallInfo, CallOutcome, ClientIdentity, Permit},
+    limits::{Budgets, RateLimits, Spend},
+};
+
+/// The argument every execute call carries: the approval it runs under.
+pub const APPROVAL_ARG: &str = "approval_id";
+
+/// Why a [`PolicyGuard`] could not be built; each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyGuardError {
+    /// The audit log cannot be opened (a link, a truncated chain, no permission).
+    #[error("cannot open the audit log: {0}")]
+    Audit(#[from] aie_shared::audit::AuditError),
+    /// The approval ledger cannot be opened (its key, the state folder).
+    #[error("cannot open the approval ledger: {0}")]
+    Approvals(#[from] aie_shared::approvals::ApprovalError),
+    /// The budgets' files in the state folder cannot be read.
+    #[error("cannot read the effect budgets in {}: {source}", dir.display())]
+    Budgets {
+        /// The state folder.
+        dir: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// What a reload may change: the policy and the limits.
+struct Live {
+    policy: Policy,
+    limits: Limits,
+    /// Shared with the next `Live` when a reload leaves the rate limits as they were, so a
+    /// reload never refills a bucket.
+    rates: Arc<RateLimits>,
+}
+
+impl Live {
+    fn new(config: &Config) -> Self {
+        Self {
+            policy: Policy::new(config),
+            limits: config.limits.clone(),
+            rates: Arc::new(RateLimits::new(&config.limits)),
+        }
+    }
+}
+
+/// What `before` hands to `after` through the permit.
+struct CallData {
+    correlation_id: String,
+    class: EffectClass,
+    args_sha256: String,
+    approval_id: Option<ApprovalId>,
+}
+
+struct Inner {
+    zone: Zone,
+    agent: AgentName,
+    state_dir: PathBuf,
+    audit: AuditLog,
+    /// The local zone's approvals; the cloud zone has none (it never executes).
+    approvals: Option<Approvals>,
+    /// Checked and spent under one lock with the authorization, so two concurrent
+    /// executions cannot both fit the last unit of a budget.
+    budgets: Mutex<Budgets>,
+    live: RwLock<Arc<Live>>,
+}
+
+/// The gateway's policy, limits, approvals and audit, as one [`CallGuard`]. Cheap to clone.
+#[derive(Clone)]
+pub struct PolicyGuard {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PolicyGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyGuard")
+            .field("zone", &self.inner.zone)
+            .field("agent", &self.inner.agent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyGuard {
+    /// A guard for `zone` with `config`'s policy and limits, writing the audit log of `agent`
+    /// in `vault` and keeping the ledger, budgets and audit head in `state_dir`. Blocking
+    /// file I/O (opening the log and the ledger).
+    pub fn new(
+        config: &Config,
+        zone: Zone,
+        vault: Vault,
+        state_dir: &Path,
+        agent: AgentName,
+    ) -> Result<Self, PolicyGuardError> {
+        let audit = AuditLog::open(&vault, state_dir, agent.clone())?;
+        let approvals = match zone {
+            Zone::Local => Some(Approvals::open(vault, state_dir)?),
+            Zone::Cloud => None,
+        };
+        let budgets = Budgets::load(state_dir).map_err(|source| PolicyGuardError::Budgets {
+            dir: state_dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                zone,
+                agent,
+                state_dir: state_dir.to_path_buf(),
+                audit,
+                approvals,
+                budgets: Mutex::new(budgets),
+                live: RwLock::new(Arc::new(Live::new(config))),
+            }),
+        })
+    }
+
+    /// Follows a config watch (`ConfigWatcher::subscribe`): each published config replaces
+    /// the policy and limits between two calls; a call already decided keeps its decision.
+    /// Spawns a task that ends when the watch's sender is gone.
+    pub fn follow(&self, mut configs: watch::Receiver<Arc<Config>>) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            while configs.changed().await.is_ok() {
+                let config = configs.borrow_and_update().clone();
+                inner.replace_config(&config);
+                tracing::info!("policy guard: the reloaded policy and limits apply");
+            }
+        });
+    }
+
+    /// Applies `config`'s policy and limits now.
+    pub fn set_config(&self, config: &Config) {
+        self.inner.replace_config(config);
+    }
+
+    /// The zone this guard enforces.
+    pub fn zone(&self) -> Zone {
+        self.inner.zone
+    }
+}
+
+impl Inner {
+    fn live(&self) -> Arc<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn replace_config(&self, config: &Config) {
+        let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
+        let same_rates = live.limits.per_client == config.limits.per_client
+            && live.limits.per_tool == config.limits.per_tool;
+        let mut next = Live::new(config);
+        if same_rates {
+            next.rates = live.rates.clone();
+        }
+        *live = Arc::new(next);
+    }
+
+    /// Appends one audit record, off the async runtime.
+    async fn audit(&self, call: ToolCall) -> Result<(), String> {
+        let log = self.audit.clone();
+        match tokio::task::spawn_blocking(move || log.append(call)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("the audit writer stopped: {e}")),
+        }
+    }
+
+    /// Audits a refusal and returns its reason, for `before` to answer.
+    async fn refuse(&self, call: ToolCall, started: Instant, reason: String) -> String {
+        let record = call.refused(reason.clone()).latency_ms(elapsed_ms(started));
+        if let Err(e) = self.audit(record).await {
+            tracing::error!(error = %e, "audit record of a refused call not written");
+        }
+        reason
+    }
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What an execute call asks for: the approval, and the payload it restates (if any).
+fn approval_args(
+    tool: &str,
+    args: &Map<String, Value>,
+) -> Result<(ApprovalId, Option<Value>), String> {
+    let Some(raw) = args.get(APPROVAL_ARG) else {
+        return Err(format!(
+            "{tool} is an execute tool: it runs only with the approval_id of a request the owner approved on the local machine (`aie approvals list`, then `aie approvals approve ID`); draft one first"
+        ));
+    };
+    let id = raw
+        .as_str()
+        .and_then(|s| ApprovalId::new(s).ok())
+        .ok_or_else(|| format!("{APPROVAL_ARG} must be an approval id string, got {raw}"))?;
+    let mut rest = args.clone();
+    rest.remove(APPROVAL_ARG);
+    let restated = (!rest.is_empty()).then_some(Value::Object(rest));
+    Ok((id, restated))
+}
+
+/// `Approved/<id>.md`, read and parsed, if it is a plain file there.
+fn read_approved(vault: &Vault, id: &ApprovalId) -> Option<ApprovalRequest> {
+    let path = vault.root().join("Approved").join(id.file_name());
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    ApprovalRequest::parse(&text).ok()
+}
+
+/// What the approval ledger is told of a forwarded execute call's outcome.
+fn ledger_outcome(outcome: &CallOutcome) -> (Outcome, CallStatus, String) {
+    match outcome {
+        CallOutcome::Result { is_error: false } => (Outcome::Ok, CallStatus::Ok, String::new()),
+        // The server answered: the call is over, and its error is its answer. The file is
+        // set aside, so it can never run again (a failed send is drafted again).
+        CallOutcome::Result { is_error: true } => (
+            Outcome::Error,
+            CallStatus::Error,
+            "the server answered with an error".to_owned(),
+        ),
+        // Nothing definitive came back: whether the action happened is unknown.
+        CallOutcome::Failed { reason } => (
+            Outcome::InDoubt,
+            CallStatus::InDoubt,
+            format!("no answer after forwarding: {reason}"),
+        ),
+        CallOutcome::InputRequired => (
+            Outcome::InDoubt,
+            CallStatus::InDoubt,
+            "the server asked for more input mid-execution".to_owned(),
+        ),
+        CallOutcome::Task { task_id } => (
+            Outcome::InDoubt,
+            CallStatus::InDoubt,
+            format!("the server runs it as task {task_id}; its end is not known here"),
+        ),
+    }
+}
+
+#[async_trait]
+impl CallGuard for PolicyGuard {
+    fn visible(&self, client: &ClientIdentity, tool: &str) -> bool {
+        let live = self.inner.live();
+        live.policy.visible_in(self.inner.zone, tool)
+            && live
+                .policy
+                .decide(self.inner.zone, &client.role, tool)
+                .is_allowed()
+    }
+
+    async fn before(&self, client: &ClientIdentity, call: &CallInfo) -> Result<Permit, String> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let live = inner.live();
+        let class = live.policy.class_of(&call.tool);
+        let args = call.arguments.clone().unwrap_or_default();
+        let args_value = Value::Object(args.clone());
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let record = ToolCall::new(
+            inner.zone,
+            &client.name,
+            &correlation_id,
+            &call.tool,
+            class,
+            &args_value,
+        );
+
+        if let Err(reason) = live.rates.check_client(&client.name) {
+            return Err(inner.refuse(record, started, reason).await);
+        }
+        if let Decision::Refuse(reason) = live.policy.decide(inner.zone, &client.role, &call.tool) {
+            return Err(inner.refuse(record, started, reason).await);
+        }
+        if let Err(reason) = live.rates.check_tool(&call.tool) {
+            return Err(inner.refuse(record, started, reason).await);
+        }
+
+        let mut data = CallData {
+            correlation_id,
+            class,
+            args_sha256: record.args_sha256.clone(),
+            approval_id: None,
+        };
+        if class == EffectClass::Execute {
+            let (id, restated) = match approval_args(&call.tool, &args) {
+                Ok(found) => found,
+                Err(reason) => return Err(inner.refuse(record, started, reason).await),
+            };
+            let record = record.approval(id.clone());
+            let Some(approvals) = inner.approvals.clone() else {
+                // Policy::decide already refuses execute tools in the cloud; this keeps the
+                // guard safe even for a policy that would not.
+                let reason = format!("{} belongs to the local executive", call.tool);
+                return Err(inner.refuse(record, started, reason).await);
+            };
+            let authorized = {
+                let this = self.clone();
+                let (tool, limits, id) = (call.tool.clone(), live.limits.clone(), id.clone());
+                tokio::task::spawn_blocking(move || {
+                    this.authorize(&approvals, &id, &tool, restated, &limits)
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("the approval check stopped: {e}")))
+            };
+            if let Err(reason) = authorized {
+                return Err(inner.refuse(record, started, reason).await);
+            }
+            // The intent, before anything leaves: without it the call does not run (its
+            // outcome follows in a second record with the same correlation id).
+            let intent = record
+                .clone()
+                .status(CallStatus::InDoubt)
+                .reason("forwarding: the approval is marked used")
+                .latency_ms(elapsed_ms(started));
+            if let Err(e) = inner.audit(intent).await {
+                let why = format!("not forwarded: the audit log cannot be written ({e})");
+                let (approvals, id, agent) =
+                    (inner.approvals.clone(), id.clone(), inner.agent.clone());
+                let detail = why.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    approvals.map(|a| a.record_result(&id, Outcome::Error, &detail, &agent))
+                })
+                .await;
+                return Err(inner.refuse(record, started, why).await);
+            }
+            data.approval_id = Some(id);
+        }
+        let mut permit = Permit::new(client.clone(), call.clone()).with_data(data);
+        permit.started = started;
+        Ok(permit)
+    }
+
+    async fn after(&self, permit: Permit, outcome: &CallOutcome) {
+        let inner = &self.inner;
+        let Some(data) = permit
+            .data
+            .as_ref()
+            .and_then(|d| d.downcast_ref::<CallData>())
+        else {
+            tracing::error!(tool = %permit.call.tool, "a permit without the policy guard's data: no audit record");
+            return;
+        };
+        let mut record = ToolCall::new(
+            inner.zone,
+            &permit.client.name,
+            &data.correlation_id,
+            &permit.call.tool,
+            data.class,
+            &Value::Null,
+        );
+        record.args_sha256 = data.args_sha256.clone();
+        let record = match &data.approval_id {
+            Some(id) => {
+                let (ledger, status, note) = ledger_outcome(outcome);
+                let (approvals, id2, agent) =
+                    (inner.approvals.clone(), id.clone(), inner.agent.clone());
+                let detail = note.clone();
+                let recorded = tokio::task::spawn_blocking(move || {
+                    approvals.map(|a| a.record_result(&id2, ledger, &detail, &agent))
+                })
+                .await;
+                match recorded {
+                    Ok(Some(Ok(done))) if !done.problems.is_empty() => {
+                        tracing::warn!(approval_id = %id, problems = ?done.problems, "result recorded with problems");
+                    }
+                    Ok(Some(Err(e))) => {
+                        tracing::error!(approval_id = %id, error = %e, "result not recorded in the approval ledger: it stays in doubt");
+                    }
+                    Err(e) => {
+                        tracing::error!(approval_id = %id, error = %e, "result recording stopped")
+                    }
+                    _ => {}
+                }
+                record.approval(id.clone()).status(status).reason(note)
+            }
+            None => match outcome {
+                CallOutcome::Result { is_error } => record.status(if *is_error {
+                    CallStatus::Error
+                } else {
+                    CallStatus::Ok
+                }),
+                CallOutcome::InputRequired => record.reason("input required"),
+                CallOutcome::Task { task_id } => record.reason(format!("task {task_id}")),
+                CallOutcome::Failed { reason } => record.status(CallStatus::Error).reason(reason),
+            },
+        };
+        let record = record.latency_ms(elapsed_ms(permit.started));
+        if let Err(e) = inner.audit(record).await {
+            tracing::error!(tool = %permit.call.tool, error = %e, "audit record not written");
+        }
+    }
+}
+
+impl PolicyGuard {
+    /// The local execute checks, in order, blocking: adopt hand-moved approvals, find the
+    /// payload to authorize, fit it in the budgets, authorize (marking the approval used),
+    /// spend the budgets. The refusal is the text the client reads.
+    fn authorize(
+        &self,
+        approvals: &Approvals,
+        id: &ApprovalId,
+        tool: &str,
+        restated: Option<Value>,
+        limits: &Limits,
+    ) -> Result<(), String> {
+        let inner = &self.inner;
+        // A file moved into Approved/ by hand on this machine counts once recorded; one that
+        // came through sync is set aside here, before it could be authorized.
+        let synced = SyncArrivals::load(&inner.state_dir)
+            .map_err(|e| format!("cannot tell hand-moved approvals from synced ones: {e}"))?;
+        let adopted = approvals
+            .adopt_manual_approvals(Zone::Local, &local_user(), &synced)
+            .map_err(|e| format!("cannot check the approvals: {e}"))?;
+        // Set aside just now (it came through sync, or is unreadable, edited or expired):
+        // authorize would only find it gone, so say what happened to it.
+        let mine = format!("{QUARANTINE}/{id}");
+        if let Some((path, reason)) = adopted.set_aside.iter().find(|(path, _)| {
+            path.strip_prefix(&mine)
+                .is_some_and(|rest| rest == ".md" || rest.starts_with('~'))
+        }) {
+            return Err(format!(
+                "approval `{id}` refused: {reason}; its file was set aside to {path}"
+            ));
+        }
+        // The payload to authorize. `{approval_id}` alone: the approved request's own
+        // payload, from its file (authorize compares that file with the ledger, so an edited
+        // file is caught there). `{approval_id, ...payload}`: the call's restatement, which
+        // must hash to what the human approved. A file that cannot be read gives nothing
+        // that could match, so authorize can only refuse, with its own reason.
+        let approved = read_approved(approvals.vault(), id);
+        let payload = match (&restated, &approved) {
+            (Some(restated), Some(_)) => restated.clone(),
+            (None, Some(request)) => request.meta.payload.clone(),
+            (_, None) => Value::Null,
+        };
+        let spend = match &approved {
+            Some(request) if payload_sha256(&payload) == request.meta.payload_sha256 => {
+                Spend::of(request.meta.domain, &payload)?
+            }
+            _ => Spend::default(),
+        };
+        let mut budgets = inner.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        budgets.check(limits, &spend)?;
+        approvals
+            .authorize(id, tool, &payload)
+            .map_err(|refused| refusal_text(&refused))?;
+        if let Err(e) = budgets.record(&spend) {
+            // Authorized already: the action goes ahead, the count may be lost.
+            tracing::error!(error = %e, "effect budgets not written to the state folder");
+        }
+        Ok(())
+    }
+}
+
+/// A ledger refusal as the client reads it: the reason, and where the file was set aside.
+fn refusal_text(refused: &Refused) -> String {
+    // `Refused`'s message already reads "approval `a1` refused: <reason>; its file was set
+    // aside to Quarantine/a1.md".
+    refused.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The approval id and the restated payload are told apart; a missing id says what to do.
+    #[test]
+    fn execute_arguments_carry_an_approval_id() {
+        let args = |v: Value| v.as_object().cloned().unwrap();
+        let (id, rest) = approval_args("email_send", &args(json!({"approval_id": "a1"}))).unwrap();
+        assert_eq!(id.as_str(), "a1");
+        assert!(rest.is_none());
+        let (_, rest) = approval_args(
+            "email_send",
+            &args(json!({"approval_id": "a1", "to": ["x"]})),
+        )
+        .unwrap();
+        assert_eq!(rest, Some(json!({"to": ["x"]})));
+        let why = approval_args("email_send", &args(json!({}))).unwrap_err();
+        assert!(why.contains("aie approvals approve"), "{why}");
+        assert!(approval_args("email_send", &args(json!({"approval_id": 7}))).is_err());
+    }
+
+    /// A result is final; a failure after forwarding is in doubt.
+    #[test]
+    fn outcomes_map_to_the_ledger() {
+        assert_eq!(
+            ledger_outcome(&CallOutcome::Result { is_error: false }).0,
+            Outcome::Ok
+        );
+        assert_eq!(
+            ledger_outcome(&CallOutcome::Result { is_error: true }).0,
+            Outcome::Error
+        );
+        assert_eq!(
+            ledger_outcome(&CallOutcome::Failed {
+                reason: "timeout".into()
+            })
+            .0,
+            Outcome::InDoubt
+        );
+    }
+}

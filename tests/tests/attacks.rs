@@ -1,0 +1,801 @@
+//! Attacks on the gateway's policy guard, one test each, against real processes on loopback:
+//! `aie serve gateway --zone Z` fronting `aie serve email-draft` and a recording fake of the
+//! other execute tools. Each refusal is also found in the audit log (`Logs/local/*.jsonl`),
+//! and nothing is executed: the email outbox stays empty and the fake records no call.
+//! The happy path sends exactly once; a config reload under load loses no call.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use aie::gateway::sha256_hex;
+use aie_e2e::{Aie, aie_bin, run};
+use aie_shared::{
+    ToolError, ToolOutput, ToolServer, ToolSet, ToolSpec,
+    approvals::{Approvals, SyncArrivals},
+    rmcp::{
+        ClientLifecycleMode, ClientServiceExt,
+        model::{CallToolRequestParams, CallToolResult, ClientConfig, JsonObject},
+        service::{RoleClient, RunningService},
+        transport::{
+            StreamableHttpClientTransport,
+            streamable_http_client::StreamableHttpClientTransportConfig,
+        },
+    },
+    vault::{AgentName, ApprovalId, ApprovalRequest, Domain, Vault},
+};
+use chrono::{TimeDelta, Utc};
+use serde_json::{Value, json};
+
+const OWNER: &str = "owner-token";
+const READER: &str = "reader-token";
+const EXECUTE_TOOLS: [&str; 4] = [
+    "email_send",
+    "social_publish",
+    "whatsapp_send",
+    "payments_execute",
+];
+
+type Client = RunningService<RoleClient, ClientConfig>;
+
+/// A gateway process (its pid is needed for SIGHUP), killed when dropped.
+struct Gateway {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The recording fake: every execute tool the suite has besides `email_send`.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct AnyArgs {
+    /// The approval.
+    #[allow(dead_code, reason = "only deserialized")]
+    approval_id: Option<String>,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Done {
+    status: String,
+}
+impl ToolOutput for Done {}
+
+async fn fake_executor(recorder: Recorder) -> String {
+    let mut set = ToolSet::new();
+    for &name in &EXECUTE_TOOLS[1..] {
+        let rec = recorder.clone();
+        set.add(
+            ToolSpec::execute(name, "fake", "records that it ran"),
+            move |_: AnyArgs| {
+                let rec = rec.clone();
+                async move {
+                    rec.0.lock().expect("lock").push(name.to_owned());
+                    Ok::<_, ToolError>(Done {
+                        status: "executed".into(),
+                    })
+                }
+            },
+        );
+    }
+    let server = ToolServer::new("fake-executor", set);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let opts = aie_shared::HttpOptions::new(addr);
+    let metrics = aie_shared::Metrics::new();
+    let mcp = aie_shared::streamable_http(
+        server,
+        &opts,
+        metrics.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let app = aie_shared::app(mcp, &opts, metrics, aie_shared::http::always_ready());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/mcp")
+}
+
+/// One stack: a vault, two state folders, email-draft, the fake, and the gateway.
+struct Stack {
+    _dir: tempfile::TempDir,
+    vault: Vault,
+    state: PathBuf,
+    email_state: PathBuf,
+    config: PathBuf,
+    recorder: Recorder,
+    _email: Aie,
+    gateway: Gateway,
+}
+
+fn config_text(extra: &str) -> String {
+    format!(
+        "[[gateway.clients]]\nname = \"laptop\"\nrole = \"owner\"\ntoken_sha256 = \"{}\"\n\n\
+         [[gateway.clients]]\nname = \"viewer\"\nrole = \"reader\"\ntoken_sha256 = \"{}\"\n\n{extra}",
+        sha256_hex(OWNER),
+        sha256_hex(READER)
+    )
+}
+
+const ORIGINAL: &str = "From: Alice <alice@example.org>\r\n\
+To: Owner <owner@example.com>\r\n\
+Subject: Invoice 42\r\n\
+Message-ID: <inv42@example.org>\r\n\
+\r\n\
+Please pay invoice 42 by Friday.\r\n";
+
+fn s(path: &Path) -> String {
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+impl Stack {
+    async fn start(zone: &str, extra_config: &str) -> Stack {
+        aie_shared::init_crypto();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(dir.path().join("vault")).expect("vault");
+        let state = dir.path().join("state");
+        let email_state = dir.path().join("email-state");
+        let maildir = dir.path().join("Maildir");
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+        }
+        std::fs::write(maildir.join("new/1700000000.1.host"), ORIGINAL).expect("deliver");
+        let config = dir.path().join("aie.toml");
+        std::fs::write(&config, config_text(extra_config)).expect("config");
+        let email = Aie::start(&[
+            "serve",
+            "email-draft",
+            "--listen",
+            "127.0.0.1:0",
+            "--vault",
+            &s(vault.root()),
+            "--state",
+            &s(&email_state),
+            "--maildir",
+            &s(&maildir),
+            "--agent",
+            "local",
+        ]);
+        let recorder = Recorder::default();
+        let fake = fake_executor(recorder.clone()).await;
+        let gateway = start_gateway(&[
+            "serve",
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--zone",
+            zone,
+            "--vault",
+            &s(vault.root()),
+            "--state",
+            &s(&state),
+            "--agent",
+            "local",
+            "--config",
+            &s(&config),
+            "--upstream",
+            &format!("email={},prefix=false", email.url),
+            "--upstream",
+            &format!("fake={fake},prefix=false"),
+        ]);
+        Stack {
+            _dir: dir,
+            vault,
+            state,
+            email_state,
+            config,
+            recorder,
+            _email: email,
+            gateway,
+        }
+    }
+
+    async fn client(&self, token: &str) -> Client {
+        let config = StreamableHttpClientTransportConfig::with_uri(self.gateway.url.clone())
+            .auth_header(token);
+        let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+        ClientConfig::default()
+            .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+            .await
+            .expect("client connects through the gateway")
+    }
+
+    /// The `.eml` files the email server wrote: what was really sent.
+    fn outbox(&self) -> usize {
+        std::fs::read_dir(self.email_state.join("outbox"))
+            .map(|d| d.filter_map(Result::ok).count())
+            .unwrap_or(0)
+    }
+
+    /// Every audit record the gateway wrote.
+    fn audit(&self) -> Vec<Value> {
+        let dir = self.vault.root().join("Logs/local");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .expect("log")
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("record"))
+                    .collect::<Vec<Value>>()
+            })
+            .collect()
+    }
+
+    /// The refused audit record of `tool` whose reason contains `why`.
+    fn refused_in_audit(&self, tool: &str, why: &str) -> Value {
+        let records = self.audit();
+        records
+            .iter()
+            .find(|r| {
+                r["tool"] == tool
+                    && r["decision"] == "refused"
+                    && r["status"] == "refused"
+                    && r["reason"].as_str().is_some_and(|t| t.contains(why))
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no refused record of {tool} saying {why:?} in {records:#?}"))
+    }
+
+    fn assert_nothing_executed(&self) {
+        assert_eq!(self.outbox(), 0, "an email was sent");
+        assert!(
+            self.recorder.0.lock().expect("lock").is_empty(),
+            "a fake execute tool ran"
+        );
+    }
+
+    fn approvals(&self) -> Approvals {
+        Approvals::open(self.vault.clone(), &self.state).expect("ledger")
+    }
+
+    /// An email approval request for `to`, filed in Pending_Approval/email/, expiring in
+    /// `ttl`.
+    fn draft(&self, id: &str, to: &str, ttl: TimeDelta) -> ApprovalId {
+        let id = ApprovalId::new(id).expect("id");
+        let payload = reply(&id, to);
+        let request = ApprovalRequest::new(
+            id.clone(),
+            Domain::Email,
+            "email_send",
+            payload,
+            AgentName::new("cloud").expect("agent"),
+            Utc::now() + ttl,
+        );
+        self.vault.write_approval_request(&request).expect("draft");
+        id
+    }
+
+    /// Drafts and approves (as the human, through the ledger) one reply.
+    fn approved(&self, id: &str, to: &str) -> ApprovalId {
+        let id = self.draft(id, to, TimeDelta::hours(1));
+        self.approvals().approve(&id, "owner").expect("approve");
+        id
+    }
+}
+
+/// A reply the email server would really send.
+fn reply(id: &ApprovalId, to: &str) -> Value {
+    json!({
+        "from": "owner@example.com",
+        "to": [to],
+        "subject": "Re: Invoice 42",
+        "body": "Paid.",
+        "message_id": format!("<aie.{id}@example.com>"),
+    })
+}
+
+fn start_gateway(args: &[&str]) -> Gateway {
+    let mut child = Command::new(aie_bin())
+        .args(args)
+        .env("RUST_LOG", "error")
+        .env("USER", "owner")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn aie");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                let _ = tx.send(url.to_owned());
+            }
+            println!("[gateway] {line}");
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the gateway printed no URL within 60 s");
+    Gateway { child, url }
+}
+
+async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let args: JsonObject = serde_json::from_value(args).expect("object");
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("tools/call {tool}: {e}"))
+}
+
+fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
+
+/// Calls `tool` and expects a refusal whose text contains `why`, also in the audit log.
+async fn refused(stack: &Stack, client: &Client, tool: &str, args: Value, why: &str) -> Value {
+    let result = call(client, tool, args).await;
+    assert_eq!(result.is_error, Some(true), "{tool} was not refused");
+    let said = text(&result);
+    assert!(
+        said.starts_with("refused: ") && said.contains(why),
+        "{tool}: {said}"
+    );
+    stack.refused_in_audit(tool, why)
+}
+
+/// Cloud: no execute tool is listed, and each call by name is refused, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_never_executes() {
+    let stack = Stack::start("cloud", "").await;
+    let client = stack.client(OWNER).await;
+    let listed: Vec<String> = client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(
+        listed.contains(&"email_draft_reply".to_owned()),
+        "{listed:?}"
+    );
+    for tool in EXECUTE_TOOLS {
+        assert!(
+            !listed.contains(&tool.to_owned()),
+            "{tool} listed in the cloud"
+        );
+        let record = refused(
+            &stack,
+            &client,
+            tool,
+            json!({"approval_id": "a1"}),
+            "belongs to the local executive",
+        )
+        .await;
+        assert_eq!(record["zone"], "cloud");
+        assert_eq!(record["class"], "execute");
+        assert_eq!(record["client"], "laptop");
+    }
+    stack.assert_nothing_executed();
+}
+
+/// Local: an execute call without an approval id is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_execute_without_approval() {
+    let stack = Stack::start("local", "").await;
+    let client = stack.client(OWNER).await;
+    for tool in EXECUTE_TOOLS {
+        refused(&stack, &client, tool, json!({}), "approval_id").await;
+    }
+    // An id nobody approved: still waiting for the human.
+    let id = stack.draft("pending-1", "bob@example.com", TimeDelta::hours(1));
+    refused(
+        &stack,
+        &client,
+        "email_send",
+        json!({"approval_id": id.as_str()}),
+        "aie approvals approve pending-1",
+    )
+    .await;
+    stack.assert_nothing_executed();
+}
+
+/// A rejected approval is refused and set aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_execute_rejected() {
+    let stack = Stack::start("local", "").await;
+    let client = stack.client(OWNER).await;
+    let id = stack.draft("rej-1", "bob@example.com", TimeDelta::hours(1));
+    stack
+        .approvals()
+        .reject(&id, "owner", "not this one")
+        .expect("reject");
+    let record = refused(
+        &stack,
+        &client,
+        "email_send",
+        json!({"approval_id": "rej-1"}),
+        "rejected",
+    )
+    .await;
+    assert_eq!(record["approval_id"], "rej-1");
+    stack.assert_nothing_executed();
+}
+
+/// An approval past its expiry is refused and set aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_execute_expired() {
+    let stack = Stack::start("local", "").await;
+    let client = stack.client(OWNER).await;
+    let id = stack.draft("exp-1", "bob@example.com", TimeDelta::seconds(2));
+    stack.approvals().approve(&id, "owner").expect("approve");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    refused(
+        &stack,
+        &client,
+        "email_send",
+        json!({"approval_id": "exp-1"}),
+        "Quarantine/exp-1.md",
+    )
+    .await;
+    assert!(stack.vault.root().join("Quarantine/exp-1.md").is_file());
+    stack.assert_nothing_executed();
+}
+
+/// An approval file edited after the human approved it is refused and set aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_execute_edited_after_approval() {
+    let stack = Stack::start("local", "").await;
+    let client = stack.client(OWNER).await;
+    stack.approved("edit-1", "bob@example.com");
+    let path = stack.vault.root().join("Approved/edit-1.md");
+    let edited = std::fs::read_to_string(&path)
+        .expect("file")
+        .replace("bob@example.com", "mallory@example.net");
+    std::fs::write(&path, edited).expect("edit");
+    refused(
+        &stack,
+        &client,
+        "email_send",
+        json!({"approval_id": "edit-1"}),
+        "Quarantine/edit-1.md",
+    )
+    .await;
+    stack.assert_nothing_executed();
+}
+
+/// A file that arrived in Approved/ through sync has no ledger entry: set aside, never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_execute_synced_into_approved() {
+    let stack = Stack::start("local", "").await;
+    let client = stack.client(OWNER).await;
+    let id = stack.draft("sync-1", "bob@example.com", TimeDelta::hours(1));
+    SyncArrivals::record(&stack.state, ["Approved/sync-1.md"]).expect("record");
+    std::fs::rename(
+        stack.vault.root().join("Pending_Approval/email/sync-1.md"),
+        stack.vault.root().join("Approved/sync-1.md"),
+    )
+    .expect("arrive");
+    refused(
+        &stack,
+        &client,
+        "email_send",
+        json!({"approval_id": id.as_str()}),
+        "through sync",
+    )
+    .await;
+    stack.refused_in_audit("email_send", "Quarantine/sync-1.md");
+    assert!(stack.vault.root().join("Quarantine/sync-1.md").is_file());
+    stack.assert_nothing_executed();
+}
+
+/// An approval restated with other arguments is refused; the approval stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_execute_other_arguments() {
+    let stack = Stack::start("local", "").await;
+    let client = stack.client(OWNER).await;
+    let id = stack.approved("args-1", "bob@example.com");
+    let mut other = reply(&id, "mallory@example.net");
+    other["approval_id"] = json!("args-1");
+    refused(&stack, &client, "email_send", other, "arguments").await;
+    assert!(stack.vault.root().join("Approved/args-1.md").is_file());
+    stack.assert_nothing_executed();
+}
+
+/// A client outside its role: a reader may not draft, and is told which role limits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_outside_its_role() {
+    let stack = Stack::start("local", "").await;
+    let client = stack.client(READER).await;
+    let listed: Vec<String> = client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(
+        !listed.contains(&"email_draft_reply".to_owned()),
+        "{listed:?}"
+    );
+    let record = refused(
+        &stack,
+        &client,
+        "email_draft_reply",
+        json!({"task_id": "x", "body": "hi"}),
+        "role reader may not use draft tools",
+    )
+    .await;
+    assert_eq!(record["client"], "viewer");
+    refused(
+        &stack,
+        &client,
+        "email_send",
+        json!({"approval_id": "x"}),
+        "role reader",
+    )
+    .await;
+    stack.assert_nothing_executed();
+}
+
+/// No token, a wrong token, a foreign Origin and a 10 MB body never reach a tool: 401, 401,
+/// 403, 413, and no tool call in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_level_attacks() {
+    let stack = Stack::start("local", "").await;
+    let id = stack.approved("http-1", "bob@example.com");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "email_send", "arguments": {"approval_id": id.as_str()},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}})
+    .to_string();
+    let http = reqwest::Client::new();
+    let post = |token: Option<&str>| {
+        let mut request = http
+            .post(&stack.gateway.url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+            .header("MCP-Protocol-Version", "2026-07-28")
+            .header("Mcp-Method", "tools/call")
+            .header("Mcp-Name", "email_send");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+    };
+    let none = post(None).body(body.clone()).send().await.expect("post");
+    assert_eq!(none.status(), 401);
+    assert!(none.headers().contains_key("www-authenticate"));
+    let wrong = post(Some("guess"))
+        .body(body.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(wrong.status(), 401);
+    let challenge = wrong.headers()["www-authenticate"].to_str().expect("ascii");
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    let foreign = post(Some(OWNER))
+        .header("Origin", "https://evil.example")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(foreign.status(), 403);
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(10 * 1024 * 1024));
+    let big = post(Some(OWNER)).body(huge).send().await;
+    // The gateway may answer 413 before reading the whole body, or close the connection.
+    if let Ok(big) = big {
+        assert_eq!(big.status(), 413);
+    }
+    assert!(
+        stack.audit().iter().all(|r| r["tool"] != "email_send"),
+        "a refused HTTP request reached the tool layer"
+    );
+    assert!(stack.vault.root().join("Approved/http-1.md").is_file());
+    stack.assert_nothing_executed();
+}
+
+/// The owner's way: mail fetched, task claimed, reply drafted through the gateway, approved
+/// with `aie approvals approve`; `email_send` sends exactly once, the approval and the task
+/// move to Done, a second call is refused (used), and `aie audit verify` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_sends_once_then_used_is_refused() {
+    let stack = Stack::start("local", "").await;
+    let client = stack.client(OWNER).await;
+    let fetched = call(&client, "email_fetch", json!({})).await;
+    let task = fetched.structured_content.expect("fetched")["task_ids"][0]
+        .as_str()
+        .expect("task id")
+        .to_owned();
+    let claimed = call(&client, "vault_claim_task", json!({"task_id": task})).await;
+    assert_ne!(claimed.is_error, Some(true), "{}", text(&claimed));
+    let drafted = call(
+        &client,
+        "email_draft_reply",
+        json!({"task_id": task, "body": "Paid."}),
+    )
+    .await;
+    assert_ne!(drafted.is_error, Some(true), "{}", text(&drafted));
+    let id = drafted.structured_content.expect("drafted")["approval_id"]
+        .as_str()
+        .expect("approval id")
+        .to_owned();
+    // Not approved yet: refused, nothing sent.
+    refused(
+        &stack,
+        &client,
+        "email_send",
+        json!({"approval_id": id}),
+        "Pending_Approval/email",
+    )
+    .await;
+    assert_eq!(stack.outbox(), 0);
+
+    run(Command::new(aie_bin()).args([
+        "approvals",
+        "approve",
+        &id,
+        "--vault",
+        &s(stack.vault.root()),
+        "--state",
+        &s(&stack.state),
+    ]));
+    let sent = call(&client, "email_send", json!({"approval_id": id})).await;
+    assert_ne!(sent.is_error, Some(true), "{}", text(&sent));
+    assert_eq!(stack.outbox(), 1);
+    assert!(
+        stack
+            .vault
+            .root()
+            .join(format!("Done/approvals/{id}.md"))
+            .is_file()
+    );
+    assert!(stack.vault.root().join(format!("Done/{task}.md")).is_file());
+    let allowed: Vec<Value> = stack
+        .audit()
+        .into_iter()
+        .filter(|r| r["tool"] == "email_send" && r["decision"] == "allowed")
+        .collect();
+    assert_eq!(
+        allowed.last().expect("allowed")["status"],
+        "ok",
+        "{allowed:#?}"
+    );
+    assert_eq!(allowed.last().expect("allowed")["approval_id"], id.as_str());
+
+    // Used: a second call is refused and sends nothing more.
+    refused(
+        &stack,
+        &client,
+        "email_send",
+        json!({"approval_id": id}),
+        "already used",
+    )
+    .await;
+    assert_eq!(stack.outbox(), 1);
+
+    let out = run(Command::new(aie_bin()).args([
+        "audit",
+        "verify",
+        "--vault",
+        &s(stack.vault.root()),
+        "--state",
+        &s(&stack.state),
+    ]));
+    assert!(out.status.success(), "aie audit verify failed");
+}
+
+/// Effect budgets bound even approved actions, and rate limits say when to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_and_rate_limits() {
+    let stack = Stack::start(
+        "local",
+        "[limits]\nnew_recipients_per_day = 0\nper_tool.\"vault_list_tasks\" = { requests_per_minute = 1, burst = 1 }\n",
+    )
+    .await;
+    let client = stack.client(OWNER).await;
+    stack.approved("budget-1", "bob@example.com");
+    refused(
+        &stack,
+        &client,
+        "email_send",
+        json!({"approval_id": "budget-1"}),
+        "budget new_recipients_per_day",
+    )
+    .await;
+    // Refused before the ledger was touched: the approval is still unused.
+    assert!(stack.vault.root().join("Approved/budget-1.md").is_file());
+    let first = call(&client, "vault_list_tasks", json!({})).await;
+    assert_ne!(first.is_error, Some(true), "{}", text(&first));
+    refused(
+        &stack,
+        &client,
+        "vault_list_tasks",
+        json!({}),
+        "retry after",
+    )
+    .await;
+    stack.assert_nothing_executed();
+}
+
+/// A config reload under load loses no call: many concurrent calls while the file is
+/// rewritten and SIGHUP is sent all get an answer, and the new policy shows afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reload_under_load_loses_no_call() {
+    let stack = Stack::start("cloud", "").await;
+    let client = Arc::new(stack.client(OWNER).await);
+    let mut calls = Vec::new();
+    for i in 0..200 {
+        let client = client.clone();
+        calls.push(tokio::spawn(async move {
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            client
+                .call_tool(CallToolRequestParams::new("vault_list_tasks"))
+                .await
+        }));
+        if i == 100 {
+            std::fs::write(
+                &stack.config,
+                config_text("[policy.tools]\n\"vault_list_tasks\" = \"execute\"\n"),
+            )
+            .expect("rewrite");
+            let pid = stack.gateway.child.id().to_string();
+            assert!(
+                Command::new("kill")
+                    .args(["-HUP", &pid])
+                    .status()
+                    .expect("kill")
+                    .success()
+            );
+        }
+    }
+    let mut answered = 0;
+    for call in calls {
+        let result = call.await.expect("task");
+        let result = result.expect("every call is answered");
+        let said = text(&result);
+        assert!(
+            result.is_error != Some(true) || said.contains("belongs to the local executive"),
+            "{said}"
+        );
+        answered += 1;
+    }
+    assert_eq!(answered, 200);
+    // The new policy: vault_list_tasks is now execute, so the cloud hides and refuses it.
+    let mut hidden = false;
+    for _ in 0..50 {
+        let listed = client.list_all_tools().await.expect("tools/list");
+        if listed.iter().all(|t| t.name != "vault_list_tasks") {
+            hidden = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hidden, "the reloaded policy never applied");
+    refused(
+        &stack,
+        &client,
+        "vault_list_tasks",
+        json!({}),
+        "belongs to the local executive",
+    )
+    .await;
+    // Every call left its record.
+    let records = stack
+        .audit()
+        .iter()
+        .filter(|r| r["tool"] == "vault_list_tasks")
+        .count();
+    assert_eq!(records, 201);
+}

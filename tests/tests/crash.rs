@@ -1,0 +1,114 @@
+//! Invariant 7 with real processes: the local stack is killed (the `AIE_TEST_CRASH` test
+//! hook aborts it, as SIGKILL would) right before and right after the SMTP send. On restart
+//! nothing is sent a second time, and the owner is shown the approval in doubt.
+
+use aie_e2e::zones::{SmtpSink, agent_call, aie, bare_remote, cloud_drafts, up};
+use serde_json::json;
+
+const ORIGINAL: &str = "From: Alice <alice@example.org>\r\n\
+To: Owner <owner@example.com>\r\n\
+Subject: Invoice 42\r\n\
+Message-ID: <inv42@example.org>\r\n\
+\r\n\
+Please pay invoice 42 by Friday.\r\n";
+
+/// Crashes local at `point`, restarts it, and returns the messages the sink holds.
+fn crash_at(point: &str) -> usize {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let remote = bare_remote(root);
+    let maildir = root.join("maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    std::fs::write(maildir.join("new/1.crash"), ORIGINAL).expect("deliver");
+    let sink = SmtpSink::start(root);
+    let cloud = up(
+        "cloud",
+        root,
+        &remote,
+        &["--maildir", &maildir.display().to_string()],
+        &[],
+    );
+    let drafted = cloud_drafts(&cloud, "crash test reply");
+    drop(cloud);
+
+    let smtp = sink.url();
+    let mut local = up(
+        "local",
+        root,
+        &remote,
+        &["--smtp", &smtp],
+        &[("AIE_TEST_CRASH", point)],
+    );
+    let (vault, state) = (root.join("local/vault"), root.join("local/state"));
+    let (vault_s, state_s) = (vault.display().to_string(), state.display().to_string());
+    let approve = aie(&[
+        "approvals",
+        "approve",
+        &drafted.approval_id,
+        "--vault",
+        &vault_s,
+        "--state",
+        &state_s,
+    ]);
+    assert!(approve.status.success());
+    let args = json!({"approval_id": drafted.approval_id});
+    // The process dies during the call: the agent sees an error, never a success.
+    let _ = std::process::Command::new(aie_e2e::peer("AIE_PYTHON"))
+        .arg(aie_e2e::peers_dir().join("mcp_client.py"))
+        .args([
+            local.url.as_str(),
+            "legacy",
+            "email_send",
+            &args.to_string(),
+        ])
+        .arg("--header")
+        .arg(format!("Authorization=Bearer {}", aie_e2e::zones::TOKEN))
+        .output();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while local.is_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the crash hook did not fire"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let before_restart = sink.messages().len();
+
+    let local = up("local", root, &remote, &["--smtp", &smtp], &[]);
+    let again = agent_call(&local.url, "email_send", &args);
+    assert_eq!(
+        again["is_error"], true,
+        "sent again after a crash at {point}: {again}"
+    );
+    assert_eq!(
+        sink.messages().len(),
+        before_restart,
+        "a second message after {point}"
+    );
+
+    let shown = aie(&[
+        "approvals",
+        "show",
+        &drafted.approval_id,
+        "--vault",
+        &vault_s,
+        "--state",
+        &state_s,
+    ]);
+    let text = String::from_utf8_lossy(&shown.stdout).to_uppercase();
+    assert!(text.contains("IN DOUBT"), "the owner is not told: {text}");
+    drop(local);
+    sink.messages().len()
+}
+
+#[test]
+fn crash_before_the_smtp_send_sends_nothing_and_is_in_doubt() {
+    assert_eq!(crash_at("before_send"), 0);
+}
+
+#[test]
+fn crash_after_the_smtp_send_sends_once_and_is_in_doubt() {
+    assert_eq!(crash_at("after_send"), 1);
+}
