@@ -386,6 +386,16 @@ async fn cloud_never_executes() {
         assert_eq!(record["class"], "execute");
         assert_eq!(record["client"], "laptop");
     }
+    // A tool no backend has is `execute` to the policy: refused, and recorded all the same.
+    let record = refused(
+        &stack,
+        &client,
+        "no_such_tool",
+        json!({}),
+        "belongs to the local executive",
+    )
+    .await;
+    assert_eq!(record["class"], "execute");
     stack.assert_nothing_executed();
 }
 

@@ -272,6 +272,41 @@ impl GatewayHandler {
         join_all(opening).await;
     }
 
+    /// A call to a tool no backend lists is still a call through the gateway: the guard
+    /// decides it (to the policy an unknown tool is `execute`) and records it, and only a
+    /// call it lets through gets the protocol's -32602.
+    async fn call_unknown(
+        &self,
+        client: &ClientIdentity,
+        request: CallToolRequestParams,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let exposed = request.name.to_string();
+        let info = CallInfo {
+            tool: exposed.clone(),
+            backend: String::new(),
+            upstream_tool: exposed.clone(),
+            arguments: request.arguments,
+            retry_with_inputs: request.input_responses.is_some(),
+        };
+        let unknown = format!("unknown tool: {exposed}");
+        match self.shared.guard.before(client, &info).await {
+            Err(reason) => {
+                tracing::info!(client = %client.name, tool = %exposed, reason, "call refused");
+                Ok(
+                    CallToolResult::error(vec![ContentBlock::text(format!("refused: {reason}"))])
+                        .into(),
+                )
+            }
+            Ok(permit) => {
+                let outcome = CallOutcome::Failed {
+                    reason: unknown.clone(),
+                };
+                self.shared.guard.after(permit, &outcome).await;
+                Err(ErrorData::invalid_params(unknown, None))
+            }
+        }
+    }
+
     /// Runs one `tools/call`: route, guard, forward, report.
     async fn call(
         &self,
@@ -281,10 +316,7 @@ impl GatewayHandler {
         let client = identity_of(cx).ok_or_else(no_identity)?;
         let exposed = request.name.to_string();
         let Some((b, upstream_name)) = self.tool_route(&exposed).await else {
-            return Err(ErrorData::invalid_params(
-                format!("unknown tool: {exposed}"),
-                None,
-            ));
+            return self.call_unknown(&client, request).await;
         };
         let backend = self.backend(b).clone();
         let info = CallInfo {
