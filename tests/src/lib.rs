@@ -604,3 +604,46 @@ service imap-login {{
         }
     }
 }
+
+/// A plain MCP client (rmcp's, legacy handshake) for tests that talk to one aie server.
+pub mod mcp {
+    use aie_shared::rmcp::{
+        RoleClient, ServiceExt,
+        model::{CallToolRequestParams, CallToolResult, JsonObject},
+        service::RunningService,
+        transport::StreamableHttpClientTransport,
+    };
+    use serde_json::Value;
+
+    use super::Aie;
+
+    /// A connected client.
+    pub type Client = RunningService<RoleClient, ()>;
+
+    /// Connects to `server`'s `/mcp`.
+    pub async fn connect(server: &Aie) -> Client {
+        aie_shared::init_crypto();
+        ().serve(StreamableHttpClientTransport::from_uri(server.url.clone()))
+            .await
+            .expect("connect")
+    }
+
+    /// Calls `tool` with `args` (a JSON object).
+    pub async fn call(client: &Client, tool: &'static str, args: Value) -> CallToolResult {
+        let args: JsonObject = serde_json::from_value(args).expect("object");
+        client
+            .call_tool(CallToolRequestParams::new(tool).with_arguments(args))
+            .await
+            .expect("tools/call")
+    }
+
+    /// The text content of a result.
+    pub fn text(result: &CallToolResult) -> String {
+        result
+            .content
+            .iter()
+            .filter_map(|c| c.as_text())
+            .map(|t| t.text.clone())
+            .collect()
+    }
+}

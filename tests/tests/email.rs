@@ -11,43 +11,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aie_e2e::{Aie, peer, peers_dir};
+use aie_e2e::{
+    Aie,
+    mcp::{Client, call, connect, text},
+    peer, peers_dir,
+};
 use aie_shared::{
-    rmcp::{
-        RoleClient, ServiceExt,
-        model::{CallToolRequestParams, CallToolResult, JsonObject},
-        service::RunningService,
-        transport::StreamableHttpClientTransport,
-    },
+    rmcp::model::CallToolResult,
     vault::{AgentName, TaskId, Vault},
 };
 use serde_json::{Value, json};
-
-type Client = RunningService<RoleClient, ()>;
-
-async fn connect(server: &Aie) -> Client {
-    aie_shared::init_crypto();
-    ().serve(StreamableHttpClientTransport::from_uri(server.url.clone()))
-        .await
-        .expect("connect")
-}
-
-async fn call(client: &Client, tool: &'static str, args: Value) -> CallToolResult {
-    let args: JsonObject = serde_json::from_value(args).expect("object");
-    client
-        .call_tool(CallToolRequestParams::new(tool).with_arguments(args))
-        .await
-        .expect("tools/call")
-}
-
-fn text(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text())
-        .map(|t| t.text.clone())
-        .collect()
-}
 
 fn structured(result: &CallToolResult) -> Value {
     assert_ne!(result.is_error, Some(true), "{}", text(result));

@@ -1,43 +1,12 @@
 //! `aie serve vault-claim` driven by a real MCP client (rmcp's): the contract's `vault_*`
 //! tools on a real vault, two servers (two agents) on one vault, and bad ids.
 
-use aie_e2e::Aie;
-use aie_shared::{
-    rmcp::{
-        RoleClient, ServiceExt,
-        model::{CallToolRequestParams, CallToolResult, JsonObject},
-        service::RunningService,
-        transport::StreamableHttpClientTransport,
-    },
-    vault::{Domain, Task, TaskId, Vault},
+use aie_e2e::{
+    Aie,
+    mcp::{call, connect, text},
 };
-use serde_json::{Value, json};
-
-type Client = RunningService<RoleClient, ()>;
-
-async fn connect(server: &Aie) -> Client {
-    aie_shared::init_crypto();
-    ().serve(StreamableHttpClientTransport::from_uri(server.url.clone()))
-        .await
-        .expect("connect")
-}
-
-async fn call(client: &Client, tool: &'static str, args: Value) -> CallToolResult {
-    let args: JsonObject = serde_json::from_value(args).expect("object");
-    client
-        .call_tool(CallToolRequestParams::new(tool).with_arguments(args))
-        .await
-        .expect("tools/call")
-}
-
-fn text(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text())
-        .map(|t| t.text.clone())
-        .collect()
-}
+use aie_shared::vault::{Domain, Task, TaskId, Vault};
+use serde_json::json;
 
 fn vault_with_tasks(n: usize) -> (tempfile::TempDir, Vault) {
     let dir = tempfile::tempdir().expect("tempdir");
