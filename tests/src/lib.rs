@@ -229,9 +229,14 @@ pub mod zones {
     }
 
     impl SmtpSink {
-        /// Starts `tests/peers/smtp_sink.py` and waits until it listens.
+        /// Starts `tests/peers/smtp_sink.py` on a free port and waits until it listens.
         pub fn start(dir: &Path) -> SmtpSink {
-            let port = free_port();
+            Self::start_on(free_port(), dir)
+        }
+
+        /// Starts `tests/peers/smtp_sink.py` on `port` (one a test chose earlier, say to
+        /// find it down first) and waits until it listens.
+        pub fn start_on(port: u16, dir: &Path) -> SmtpSink {
             let out = dir.join("received");
             let child = Command::new(peer("AIE_PYTHON"))
                 .arg(peers_dir().join("smtp_sink.py"))

@@ -4,17 +4,12 @@
 //! threading headers; with the SMTP server down the send is a clear `not sent:` and the
 //! approval stays usable.
 
-use std::{
-    net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::path::{Path, PathBuf};
 
 use aie_e2e::{
     Aie,
     mcp::{Client, call, connect, text},
-    peer, peers_dir,
+    zones::{SmtpSink, free_port},
 };
 use aie_shared::{
     rmcp::model::CallToolResult,
@@ -28,55 +23,6 @@ fn structured(result: &CallToolResult) -> Value {
         .structured_content
         .clone()
         .expect("structuredContent")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// aiosmtpd writing what it receives to a folder; killed when dropped.
-struct Sink {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Sink {
-    fn start(port: u16, dir: &Path) -> Sink {
-        let out = dir.join("received");
-        let child = Command::new(peer("AIE_PYTHON"))
-            .arg(peers_dir().join("smtp_sink.py"))
-            .args(["--port", &port.to_string(), "--dir"])
-            .arg(&out)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start smtp_sink.py");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "aiosmtpd did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Sink { child, out }
-    }
-
-    /// The raw messages received, in order.
-    fn messages(&self) -> Vec<String> {
-        (1..)
-            .map(|n| self.out.join(format!("{n}.eml")))
-            .take_while(|p| p.exists())
-            .map(|p| std::fs::read_to_string(p).expect("eml"))
-            .collect()
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const ORIGINAL: &str = "From: Alice <alice@example.org>\r\n\
@@ -180,7 +126,7 @@ fn approve(vault: &Vault, approval_id: &str) {
 async fn email_mail_to_reply_sent_once_over_smtp() {
     let (dir, vault, maildir, state) = setup();
     let port = free_port();
-    let sink = Sink::start(port, dir.path());
+    let sink = SmtpSink::start_on(port, dir.path());
     let server = serve(
         &vault,
         &state,
@@ -263,7 +209,7 @@ async fn email_smtp_down_is_not_sent_and_the_approval_stays_usable() {
             .exists()
     );
 
-    let sink = Sink::start(port, dir.path());
+    let sink = SmtpSink::start_on(port, dir.path());
     let sent = structured(&call(&client, "email_send", json!({"approval_id": approval_id})).await);
     assert_eq!(sent["status"], "sent");
     assert_eq!(sink.messages().len(), 1);
