@@ -295,23 +295,11 @@ fn percent_decode(raw: &str) -> String {
 impl FromStr for SmtpUrl {
     type Err = String;
     fn from_str(raw: &str) -> Result<Self, String> {
-        let url = Url::parse(raw).map_err(|e| format!("SMTP URL: {e}"))?;
-        if !matches!(url.scheme(), "smtp" | "smtps") {
-            return Err(format!(
-                "SMTP URL: scheme {}:// is not SMTP; use smtp://host:port (STARTTLS with ?tls=required) or smtps://host:port",
-                url.scheme()
-            ));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err("SMTP URL has no host; e.g. smtp://mail.example.com:587".to_owned());
-        }
-        for (key, value) in url.query_pairs() {
-            if key != "tls" || value != "required" {
-                return Err(format!(
-                    "SMTP URL: unknown parameter {key}={value}; the only one is tls=required"
-                ));
-            }
-        }
+        // The config file's parser holds the rules (scheme, host, `tls=required` only); this
+        // one only adds that a path means nothing to a mail server.
+        let checked: aie_shared::config::SmtpUrl =
+            raw.parse().map_err(|e: String| format!("SMTP URL: {e}"))?;
+        let url = checked.url().clone();
         if url.path() != "" && url.path() != "/" {
             return Err("SMTP URL: a path means nothing here; give smtp://host:port".to_owned());
         }
