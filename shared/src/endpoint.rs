@@ -21,7 +21,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::{Service, ServiceExt};
 
-use crate::metrics::{CallLabels, Metrics};
+use crate::{
+    http::HttpRefusal,
+    metrics::{CallLabels, Metrics},
+};
 
 /// JSON-RPC: the body is not JSON.
 pub const PARSE_ERROR: i64 = -32700;
@@ -78,16 +81,23 @@ where
                 INVALID_REQUEST,
                 message,
             );
-            return metered(response, &ep.metrics, unlabelled(), started);
+            let refusal = HttpRefusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over {} bytes", ep.max_body_bytes),
+            );
+            return metered(refusal.mark(response), &ep.metrics, unlabelled(), started);
         }
         Err(e) => {
+            // Too slow (the listener's body timeout) or cut off: refused before any parsing.
             let response = error_response(
                 StatusCode::BAD_REQUEST,
                 Value::Null,
                 PARSE_ERROR,
                 format!("could not read the body: {e}"),
             );
-            return metered(response, &ep.metrics, unlabelled(), started);
+            let refusal =
+                HttpRefusal::new(StatusCode::BAD_REQUEST, format!("body not received: {e}"));
+            return metered(refusal.mark(response), &ep.metrics, unlabelled(), started);
         }
     };
     let message: Value = match serde_json::from_slice(&bytes) {

@@ -83,6 +83,59 @@ pub fn always_ready() -> ReadyCheck {
     Arc::new(|| Box::pin(async { Ok(()) }))
 }
 
+/// A request the HTTP layers refused before it could become an MCP message: no or a wrong
+/// token, a foreign `Host` or `Origin`, a body over the limit or not received. The layer that
+/// refuses puts it in the response's extensions (the client never sees it); the listener
+/// counts and logs each one ([`app`]), and the gateway writes it to its audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRefusal {
+    /// The status the client got.
+    pub status: StatusCode,
+    /// Why, in a few words, holding no credential and no body: `no bearer token`,
+    /// `Origin https://evil.example not allowed`.
+    pub reason: String,
+}
+
+impl HttpRefusal {
+    /// A refusal with `status`, for `reason`.
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    /// `response`, marked as this refusal.
+    pub fn mark(self, mut response: Response) -> Response {
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl std::fmt::Display for HttpRefusal {
+    /// `401: no bearer token`: the status, then why.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status.as_u16(), self.reason)
+    }
+}
+
+/// Longest client-sent value (a `Host`, an `Origin`) quoted in a refusal's reason.
+const MAX_QUOTED: usize = 128;
+
+/// A client-sent header value as text fit for a log line: visible ASCII kept, anything else
+/// (controls, spaces, bytes beyond ASCII) shown as `?`, cut to `max` characters, marked `…`.
+pub fn printable(value: &[u8], max: usize) -> String {
+    let mut text: String = value
+        .iter()
+        .take(max)
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+        .collect();
+    if value.len() > max {
+        text.push('…');
+    }
+    text
+}
+
 #[derive(Clone)]
 struct AppState {
     metrics: Metrics,
@@ -107,7 +160,10 @@ pub fn app(mcp: Router, opts: &HttpOptions, metrics: Metrics, ready: ReadyCheck)
                 .collect(),
         ),
     };
-    let state = AppState { metrics, ready };
+    let state = AppState {
+        metrics: metrics.clone(),
+        ready,
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -128,6 +184,9 @@ pub fn app(mcp: Router, opts: &HttpOptions, metrics: Metrics, ready: ReadyCheck)
                     tracing::info_span!("request", id, method = %req.method(), path = req.uri().path())
                 }))
                 .layer(PropagateRequestIdLayer::x_request_id())
+                // Every refusal of the layers below (and of `/mcp`'s own: token, body) is
+                // counted and logged here, once, inside the request's span.
+                .layer(middleware::from_fn_with_state(metrics, count_refusals))
                 // A DNS-rebinding page or a foreign site never reaches a handler.
                 .layer(middleware::from_fn_with_state(guard, check_host_and_origin))
                 // Slow or stuck requests are cut off instead of holding a worker forever.
@@ -183,31 +242,50 @@ async fn check_host_and_origin(State(guard): State<Guard>, req: Request, next: N
                 .map(str::to_owned)
         });
     let Some(authority) = authority else {
-        return plain(StatusCode::BAD_REQUEST, "Bad Request: missing Host header");
+        return HttpRefusal::new(StatusCode::BAD_REQUEST, "no Host header").mark(plain(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: missing Host header",
+        ));
     };
     let host = host_of(&authority).to_ascii_lowercase();
     if !guard.hosts.contains(&host) {
-        tracing::warn!(host, "refused: Host not allowed");
-        return plain(
+        let reason = format!(
+            "Host {} not allowed",
+            printable(host.as_bytes(), MAX_QUOTED)
+        );
+        return HttpRefusal::new(StatusCode::FORBIDDEN, reason).mark(plain(
             StatusCode::FORBIDDEN,
             "Forbidden: Host not allowed (add it to the listener's allowed hosts)",
-        );
+        ));
     }
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let origin = origin
+    if let Some(value) = req.headers().get(header::ORIGIN) {
+        let origin = value
             .to_str()
             .unwrap_or("")
             .trim_end_matches('/')
             .to_ascii_lowercase();
         if !is_loopback_origin(&origin) && !guard.origins.contains(&origin) {
-            tracing::warn!(origin, "refused: Origin not allowed");
-            return plain(
+            let reason = format!(
+                "Origin {} not allowed",
+                printable(value.as_bytes(), MAX_QUOTED)
+            );
+            return HttpRefusal::new(StatusCode::FORBIDDEN, reason).mark(plain(
                 StatusCode::FORBIDDEN,
                 "Forbidden: Origin not allowed (add it to the listener's allowed origins)",
-            );
+            ));
         }
     }
     next.run(req).await
+}
+
+/// Counts and logs each refused request (an [`HttpRefusal`] on its response).
+async fn count_refusals(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    if let Some(refusal) = response.extensions().get::<HttpRefusal>() {
+        metrics.http_refusal(refusal.status.as_u16());
+        tracing::warn!(status = refusal.status.as_u16(), reason = %refusal.reason, "refused");
+    }
+    response
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -390,5 +468,16 @@ mod tests {
         assert!(!is_loopback_origin("http://evil.example.com"));
         assert!(!is_loopback_origin("http://localhost.evil.com"));
         assert!(!is_loopback_origin("null"));
+    }
+
+    /// Client-sent values are quoted as visible ASCII only, and bounded.
+    #[test]
+    fn printable_replaces_controls_and_cuts() {
+        assert_eq!(
+            printable(b"https://evil.example", 64),
+            "https://evil.example"
+        );
+        assert_eq!(printable(b"a b\r\n\xffc", 64), "a?b???c");
+        assert_eq!(printable(b"abcdef", 3), "abc…");
     }
 }

@@ -28,6 +28,13 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+/// Labels of one request the HTTP layers refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// The HTTP status answered (400, 401, 403, 413).
+    pub status: u16,
+}
+
 /// The metrics of one listener, cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -39,6 +46,7 @@ struct Inner {
     requests: Family<CallLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     latency: Family<CallLabels, Histogram>,
+    refusals: Family<RefusalLabels, Counter>,
 }
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
@@ -60,6 +68,7 @@ impl Metrics {
         let latency = Family::<CallLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(BUCKETS.iter().copied())
         });
+        let refusals = Family::<RefusalLabels, Counter>::default();
         let mut registry = Registry::with_prefix("aie_mcp");
         registry.register(
             "requests",
@@ -76,12 +85,18 @@ impl Metrics {
             "Time from request to the end of its response, by method and tool",
             latency.clone(),
         );
+        registry.register(
+            "http_refusals",
+            "Requests the HTTP layers refused (token, Host, Origin, body), by status",
+            refusals.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry: Mutex::new(registry),
                 requests,
                 errors,
                 latency,
+                refusals,
             }),
         }
     }
@@ -117,6 +132,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Records one request the HTTP layers refused with `status`: every one, whether or not
+    /// an audit record is written for it.
+    pub fn http_refusal(&self, status: u16) {
+        self.inner
+            .refusals
+            .get_or_create(&RefusalLabels { status })
+            .inc();
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -146,6 +170,7 @@ mod tests {
         m.observe(&labels, 200, 0.001);
         m.observe(&labels, 413, 0.001);
         m.tool_error("echo");
+        m.http_refusal(401);
         let text = m.render();
         assert!(
             text.contains(r#"aie_mcp_requests_total{method="tools/call",tool="echo"} 2"#),
@@ -153,6 +178,10 @@ mod tests {
         );
         assert!(text.contains(r#"kind="http_4xx""#), "{text}");
         assert!(text.contains(r#"kind="tool_error""#), "{text}");
+        assert!(
+            text.contains(r#"aie_mcp_http_refusals_total{status="401"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains("aie_mcp_request_duration_seconds_bucket"),
             "{text}"

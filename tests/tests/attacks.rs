@@ -2,6 +2,8 @@
 //! `aie serve gateway --zone Z` fronting `aie serve email-draft` and a recording fake of the
 //! other execute tools. Each refusal is also found in the audit log (`Logs/local/*.jsonl`),
 //! and nothing is executed: the email outbox stays empty and the fake records no call.
+//! Requests the HTTP layers refuse (no or a wrong token, a foreign Origin, an oversized body)
+//! are in the log too, and a flood of them is counted rather than recorded one by one.
 //! The happy path sends exactly once; a config reload under load loses no call.
 
 use std::{
@@ -250,6 +252,41 @@ impl Stack {
             })
             .cloned()
             .unwrap_or_else(|| panic!("no refused record of {tool} saying {why:?} in {records:#?}"))
+    }
+
+    /// No file under the vault's `Logs/` holds any of `tokens`.
+    fn assert_no_token_in_logs(&self, tokens: &[&str]) {
+        let mut dirs = vec![self.vault.root().join("Logs")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir)
+                .expect("Logs/")
+                .map(|e| e.expect("entry"))
+            {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let text =
+                    String::from_utf8_lossy(&std::fs::read(&path).expect("log")).into_owned();
+                for token in tokens {
+                    assert!(!text.contains(token), "{} holds a token", path.display());
+                }
+            }
+        }
+    }
+
+    /// `aie audit verify` passes on the vault with this stack's state folder.
+    fn assert_audit_verifies(&self) {
+        let out = run(Command::new(aie_bin()).args([
+            "audit",
+            "verify",
+            "--vault",
+            &s(self.vault.root()),
+            "--state",
+            &s(&self.state),
+        ]));
+        assert!(out.status.success(), "aie audit verify failed");
     }
 
     fn assert_nothing_executed(&self) {
@@ -559,9 +596,11 @@ async fn client_outside_its_role() {
 }
 
 /// No token, a wrong token, a foreign Origin and a 10 MB body never reach a tool: 401, 401,
-/// 403, 413, and no tool call in the audit log.
+/// 403, 413, each one refused record in the audit log naming the status and why (the known
+/// client by name, never a token), nothing executed, and the chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_level_attacks() {
+    const WRONG: &str = "wrong-token-5f3a9c";
     let stack = Stack::start("local", "").await;
     let id = stack.approved("http-1", "bob@example.com");
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -582,10 +621,34 @@ async fn http_level_attacks() {
         }
         request
     };
+    // The refused record of the answer `response`, found by its request id.
+    let record_of = |response: &reqwest::Response, client: &str, reason: &str| {
+        let request_id = response.headers()["x-request-id"].to_str().expect("ascii");
+        let records = stack.audit();
+        let record = records
+            .iter()
+            .find(|r| r["correlation_id"] == request_id)
+            .unwrap_or_else(|| panic!("no audit record of request {request_id}: {records:#?}"));
+        assert_eq!(record["reason"], reason, "{record:#}");
+        assert_eq!(record["client"], client, "{record:#}");
+        assert_eq!(record["tool"], "email_send", "{record:#}");
+        assert_eq!(record["class"], "execute", "{record:#}");
+        assert_eq!(record["decision"], "refused", "{record:#}");
+        assert_eq!(record["status"], "refused", "{record:#}");
+        assert_eq!(record["approval_id"], Value::Null, "{record:#}");
+        assert_eq!(
+            record["args_sha256"],
+            aie_shared::audit::args_sha256(&Value::Null),
+            "{record:#}"
+        );
+    };
+
     let none = post(None).body(body.clone()).send().await.expect("post");
     assert_eq!(none.status(), 401);
     assert!(none.headers().contains_key("www-authenticate"));
-    let wrong = post(Some("guess"))
+    record_of(&none, "-", "401: no bearer token");
+
+    let wrong = post(Some(WRONG))
         .body(body.clone())
         .send()
         .await
@@ -593,6 +656,8 @@ async fn http_level_attacks() {
     assert_eq!(wrong.status(), 401);
     let challenge = wrong.headers()["www-authenticate"].to_str().expect("ascii");
     assert!(challenge.contains("invalid_token"), "{challenge}");
+    record_of(&wrong, "-", "401: invalid token");
+
     let foreign = post(Some(OWNER))
         .header("Origin", "https://evil.example")
         .body(body.clone())
@@ -600,18 +665,124 @@ async fn http_level_attacks() {
         .await
         .expect("post");
     assert_eq!(foreign.status(), 403);
+    record_of(
+        &foreign,
+        "laptop",
+        "403: Origin https://evil.example not allowed",
+    );
+
     let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(10 * 1024 * 1024));
     let big = post(Some(OWNER)).body(huge).send().await;
-    // The gateway may answer 413 before reading the whole body, or close the connection.
+    // The gateway may answer 413 before reading the whole body, or close the connection;
+    // when it answered, the refusal is on record.
     if let Ok(big) = big {
         assert_eq!(big.status(), 413);
+        record_of(&big, "laptop", "413: body over 4194304 bytes");
     }
+
+    let records = stack.audit();
     assert!(
-        stack.audit().iter().all(|r| r["tool"] != "email_send"),
-        "a refused HTTP request reached the tool layer"
+        records
+            .iter()
+            .filter(|r| r["tool"] == "email_send")
+            .all(|r| r["decision"] == "refused"),
+        "a refused HTTP request reached the tool layer: {records:#?}"
     );
+    stack.assert_no_token_in_logs(&[WRONG, OWNER]);
     assert!(stack.vault.root().join("Approved/http-1.md").is_file());
     stack.assert_nothing_executed();
+    stack.assert_audit_verifies();
+}
+
+/// A flood of 500 requests without a token: every one refused, far fewer audit records, and
+/// the records account for every refusal ("and N similar refusals not recorded"); the
+/// metrics count all 500, the gateway stays up and a client with a token still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_refusal_flood_is_counted_not_recorded() {
+    const FLOOD: u64 = 500;
+    let stack = Stack::start("local", "").await;
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    for _ in 0..FLOOD / 25 {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..25 {
+            let request = http
+                .post(&stack.gateway.url)
+                .header("Content-Type", "application/json")
+                .header("Accept", "application/json, text/event-stream")
+                .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+            batch.spawn(async move { request.send().await.expect("post").status() });
+        }
+        while let Some(status) = batch.join_next().await {
+            assert_eq!(status.expect("request task"), 401);
+        }
+    }
+    println!("{FLOOD} refused requests in {:?}", started.elapsed());
+
+    // Each record stands for itself and the refusals it says were not recorded; once the
+    // last held one is written (as soon as the rate allows), they add up to the flood.
+    let unrecorded = |reason: &str| -> u64 {
+        reason
+            .split_once("(and ")
+            .and_then(|(_, rest)| rest.split_once(" similar refusals not recorded since "))
+            .map_or(0, |(n, _)| n.parse().expect("a count"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let refusals = loop {
+        let refusals: Vec<Value> = stack
+            .audit()
+            .into_iter()
+            .filter(|r| {
+                r["client"] == "-"
+                    && r["reason"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("401: no bearer token"))
+            })
+            .collect();
+        let accounted: u64 = refusals
+            .iter()
+            .map(|r| 1 + unrecorded(r["reason"].as_str().unwrap_or_default()))
+            .sum();
+        if accounted == FLOOD {
+            break refusals;
+        }
+        assert!(
+            accounted < FLOOD && std::time::Instant::now() < deadline,
+            "{accounted} refusals accounted for, of {FLOOD}: {refusals:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        refusals.len() < 100,
+        "{} records for {FLOOD} refusals",
+        refusals.len()
+    );
+    assert!(
+        refusals.iter().any(|r| r["reason"]
+            .as_str()
+            .is_some_and(|t| t.contains("similar refusals not recorded since"))),
+        "{refusals:#?}"
+    );
+
+    let metrics = http
+        .get(stack.gateway.url.replace("/mcp", "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains(&format!(
+            "aie_mcp_http_refusals_total{{status=\"401\"}} {FLOOD}"
+        )),
+        "{metrics}"
+    );
+
+    let client = stack.client(OWNER).await;
+    let listed = call(&client, "vault_list_tasks", json!({})).await;
+    assert_ne!(listed.is_error, Some(true), "{}", text(&listed));
+    stack.assert_audit_verifies();
 }
 
 /// The owner's way: mail fetched, task claimed, reply drafted through the gateway, approved

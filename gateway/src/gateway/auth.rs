@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use aie_shared::http::HttpRefusal;
 use axum::{
     extract::{Request, State},
     http::{HeaderValue, StatusCode, header},
@@ -151,18 +152,28 @@ pub async fn require_bearer(
         .get(header::AUTHORIZATION)
         .map(|value| bearer_token(value).map(str::to_owned));
     let identity = match presented {
-        None => return unauthorized(None, "Unauthorized: send `Authorization: Bearer <token>`"),
+        None => {
+            return unauthorized(
+                None,
+                "Unauthorized: send `Authorization: Bearer <token>`",
+                "no bearer token",
+            );
+        }
         Some(None) => {
             return unauthorized(
                 Some("invalid_request"),
                 "Unauthorized: the Authorization header must be `Bearer <token>`",
+                "not a Bearer credential",
             );
         }
         Some(Some(token)) => match auth.identify(&token) {
             Some(identity) => identity.clone(),
             None => {
-                tracing::warn!("refused: unknown bearer token");
-                return unauthorized(Some("invalid_token"), "Unauthorized: unknown token");
+                return unauthorized(
+                    Some("invalid_token"),
+                    "Unauthorized: unknown token",
+                    "invalid token",
+                );
             }
         },
     };
@@ -173,14 +184,15 @@ pub async fn require_bearer(
 }
 
 /// The token of a `Bearer` credential (the scheme is case-insensitive).
-fn bearer_token(value: &HeaderValue) -> Option<&str> {
+pub(super) fn bearer_token(value: &HeaderValue) -> Option<&str> {
     let value = value.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-fn unauthorized(error: Option<&str>, message: &'static str) -> Response {
+/// A 401 with its challenge, marked as an [`HttpRefusal`] for `why` (never the token).
+fn unauthorized(error: Option<&str>, message: &'static str, why: &str) -> Response {
     let challenge = match error {
         None => format!("Bearer realm=\"{REALM}\""),
         Some(error) => format!("Bearer realm=\"{REALM}\", error=\"{error}\""),
@@ -196,7 +208,7 @@ fn unauthorized(error: Option<&str>, message: &'static str) -> Response {
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, value);
     }
-    response
+    HttpRefusal::new(StatusCode::UNAUTHORIZED, why).mark(response)
 }
 
 #[cfg(test)]
@@ -273,6 +285,8 @@ mod tests {
             response.headers()[header::WWW_AUTHENTICATE],
             "Bearer realm=\"aie\""
         );
+        let refusal = response.extensions().get::<HttpRefusal>().unwrap();
+        assert_eq!(refusal.to_string(), "401: no bearer token");
     }
 
     /// A wrong token or a wrong scheme: 401 naming the error.
@@ -284,6 +298,8 @@ mod tests {
             response.headers()[header::WWW_AUTHENTICATE],
             "Bearer realm=\"aie\", error=\"invalid_token\""
         );
+        let refusal = response.extensions().get::<HttpRefusal>().unwrap();
+        assert_eq!(refusal.to_string(), "401: invalid token");
         let response = call(Some("Basic czNjcmV0")).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert!(

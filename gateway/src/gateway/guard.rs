@@ -5,7 +5,7 @@
 
 use std::{any::Any, fmt, time::Instant};
 
-use aie_shared::rmcp::model::JsonObject;
+use aie_shared::{http::HttpRefusal, rmcp::model::JsonObject};
 use async_trait::async_trait;
 
 /// Who is calling: the client the bearer token belongs to.
@@ -114,6 +114,24 @@ pub enum CallOutcome {
     },
 }
 
+/// A request to `/mcp` that the HTTP layers refused (no or a wrong token, a foreign Host or
+/// Origin, a body over the limit or not received), so it never became a call: what the
+/// gateway knows of it without trusting or keeping anything secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRefused {
+    /// The configured client whose token the request carried, when the token named one
+    /// (never the token itself).
+    pub client: Option<String>,
+    /// The tool its `Mcp-Name` header named, when that is a well-formed tool name.
+    pub tool: Option<String>,
+    /// The status answered and why.
+    pub refusal: HttpRefusal,
+    /// The request's `x-request-id`, which its trace carries too.
+    pub request_id: String,
+    /// From receipt to the refusal.
+    pub latency_ms: u64,
+}
+
 /// Decides, per client, which tools are visible and which calls go through.
 #[async_trait]
 pub trait CallGuard: Send + Sync + 'static {
@@ -132,6 +150,10 @@ pub trait CallGuard: Send + Sync + 'static {
 
     /// Records the outcome of a call `before` allowed (for audit and approvals).
     async fn after(&self, permit: Permit, outcome: &CallOutcome);
+
+    /// Records a request the HTTP layers refused before it became a call (for audit); the
+    /// client already has its answer, which this cannot change. By default, nothing.
+    async fn http_refused(&self, _refused: &HttpRefused) {}
 }
 
 /// A guard that shows every tool and allows every call.

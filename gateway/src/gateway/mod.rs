@@ -20,6 +20,8 @@
 //! # Layout
 //! - [`guard`]: the policy hook ([`CallGuard`], [`ClientIdentity`]) and [`AllowAll`].
 //! - [`auth`]: the bearer-token layer in front of `/mcp`.
+//! - [`refusals`]: requests the HTTP layers refuse, handed to the guard for audit, and the
+//!   rate that keeps a flood of them from growing the audit log without bound.
 //! - `backend`: one backend: probing it, its health, legacy sessions and stateless
 //!   exchanges with it.
 //! - `link`: how a backend is reached: HTTP (reqwest) or in-process (its router, and an
@@ -41,12 +43,14 @@ pub mod error;
 pub use error::GatewayError;
 
 pub mod guard;
-pub use guard::{AllowAll, CallGuard, CallInfo, CallOutcome, ClientIdentity, Permit};
+pub use guard::{AllowAll, CallGuard, CallInfo, CallOutcome, ClientIdentity, HttpRefused, Permit};
 
 pub mod limits;
 
 pub mod policy_guard;
 pub use policy_guard::{PolicyGuard, PolicyGuardError};
+
+pub mod refusals;
 
 mod backend;
 mod catalog;
@@ -381,5 +385,9 @@ pub fn gateway_router(
     streams: CancellationToken,
 ) -> Router {
     let mcp = gateway.router(opts, metrics.clone(), streams);
+    let recorder = refusals::Recorder::new(gateway.auth.clone(), gateway.shared.guard.clone());
     aie_shared::app(mcp, opts, metrics, gateway.ready_check())
+        // Outside every shared layer, so it sees each refusal on `/mcp`: Host and Origin,
+        // the bearer token, the body limit; and the request id they answered with.
+        .layer(middleware::from_fn_with_state(recorder, refusals::record))
 }

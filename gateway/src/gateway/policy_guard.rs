@@ -34,8 +34,9 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use super::{
-    guard::{CallGuard, CallInfo, CallOutcome, ClientIdentity, Permit},
+    guard::{CallGuard, CallInfo, CallOutcome, ClientIdentity, HttpRefused, Permit},
     limits::{Budgets, RateLimits, Spend},
+    refusals::{self, Admission, RefusalThrottle, Release},
 };
 
 /// The argument every execute call carries: the approval it runs under.
@@ -98,6 +99,8 @@ struct Inner {
     /// executions cannot both fit the last unit of a budget.
     budgets: Mutex<Budgets>,
     live: RwLock<Arc<Live>>,
+    /// The rate of HTTP-refusal records, so a flood cannot grow the log without bound.
+    refusals: RefusalThrottle,
 }
 
 /// The gateway's policy, limits, approvals and audit, as one [`CallGuard`]. Cheap to clone.
@@ -144,6 +147,7 @@ impl PolicyGuard {
                 approvals,
                 budgets: Mutex::new(budgets),
                 live: RwLock::new(Arc::new(Live::new(config))),
+                refusals: RefusalThrottle::default(),
             }),
         })
     }
@@ -200,6 +204,25 @@ impl Inner {
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(format!("the audit writer stopped: {e}")),
         }
+    }
+
+    /// Writes what the refusal throttle held for `client` once its rate allows, unless a
+    /// later record carried the count first.
+    fn release_held_refusals(self: Arc<Self>, client: String) {
+        tokio::spawn(async move {
+            loop {
+                match self.refusals.release(&client) {
+                    Release::Nothing => return,
+                    Release::Wait(wait) => tokio::time::sleep(wait).await,
+                    Release::Record(call) => {
+                        if let Err(e) = self.audit(call).await {
+                            tracing::error!(error = %e, "audit record of held HTTP refusals not written");
+                        }
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Audits a refusal and returns its reason, for `before` to answer.
@@ -427,6 +450,33 @@ impl CallGuard for PolicyGuard {
         let record = record.latency_ms(elapsed_ms(permit.started));
         if let Err(e) = inner.audit(record).await {
             tracing::error!(tool = %permit.call.tool, error = %e, "audit record not written");
+        }
+    }
+
+    async fn http_refused(&self, refused: &HttpRefused) {
+        let inner = &self.inner;
+        let class = match &refused.tool {
+            Some(tool) => inner.live().policy.class_of(tool),
+            None => EffectClass::Execute,
+        };
+        let call = refused.audit_call(inner.zone, class);
+        let client = refused.client.as_deref().unwrap_or(refusals::UNKNOWN);
+        match inner.refusals.admit(client, call, chrono::Utc::now()) {
+            Admission::Record(call) => {
+                if let Err(e) = inner.audit(call).await {
+                    tracing::error!(request_id = %refused.request_id, error = %e, "audit record of an HTTP refusal not written");
+                }
+            }
+            Admission::Held { first } => {
+                if first {
+                    tracing::warn!(
+                        client,
+                        "HTTP refusals over {} a second: counted, recorded as the rate allows",
+                        refusals::PER_SECOND
+                    );
+                    inner.clone().release_held_refusals(client.to_owned());
+                }
+            }
         }
     }
 }
