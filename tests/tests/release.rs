@@ -2,17 +2,18 @@
 //! official Python MCP SDK as the agent, aiosmtpd as the mail server. When `email_send`
 //! certifies that nothing ran (the SMTP server is down, or the arguments are refused), the
 //! approval is given back: still in `Approved/`, unused in the ledger, its task not done,
-//! and the audit log says so. The same approval then sends exactly once.
+//! and the audit log says so. The same approval then sends exactly once. Over HTTP the
+//! same answer is not believed: the gateway does not give approvals back for upstreams.
 
 use std::{path::PathBuf, process::Command};
 
 use aie_e2e::{
-    last_json_line, peer, peers_dir, run,
+    Aie, last_json_line, peer, peers_dir, run,
     zones::{SmtpSink, TOKEN, aie, bare_remote, cloud_drafts, free_port, up},
 };
 use aie_shared::{
-    approvals::Approvals,
-    vault::{ApprovalId, ApprovalRequest, Vault},
+    approvals::{Approvals, Outcome},
+    vault::{AgentName, ApprovalId, ApprovalRequest, Domain, Vault},
 };
 use serde_json::{Value, json};
 
@@ -303,5 +304,105 @@ fn restated_payload_is_refused_by_email_send_and_the_approval_stays_usable() {
     assert!(
         !String::from_utf8_lossy(&listed.stdout).contains(&zones.approval_id),
         "a sent approval is neither pending nor in doubt"
+    );
+}
+
+/// `aie serve gateway --zone local` fronting `aie serve email-draft` over HTTP, SMTP down:
+/// email-draft marks its `not sent:` answer, but an HTTP upstream is not believed about
+/// that, so the approval is spent as before (recorded `error`, set aside), never reusable.
+#[test]
+fn http_upstream_is_not_believed_about_not_executed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = |p: &std::path::Path| p.display().to_string();
+    let vault = Vault::init(dir.path().join("vault")).expect("vault");
+    let (state, email_state) = (dir.path().join("state"), dir.path().join("email-state"));
+    let smtp = format!("smtp://127.0.0.1:{}", free_port());
+    let email = Aie::start(&[
+        "serve",
+        "email-draft",
+        "--listen",
+        "127.0.0.1:0",
+        "--vault",
+        &s(vault.root()),
+        "--state",
+        &s(&email_state),
+        "--smtp",
+        &smtp,
+        "--agent",
+        "local",
+    ]);
+    let gateway = Aie::start_with_env(
+        &[
+            "serve",
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--zone",
+            "local",
+            "--vault",
+            &s(vault.root()),
+            "--state",
+            &s(&state),
+            "--agent",
+            "local",
+            "--upstream",
+            &format!("email={},prefix=false", email.url),
+        ],
+        &[("AIE_TOKEN", TOKEN), ("USER", "owner")],
+    );
+    let id = ApprovalId::new("reply-http-1").expect("id");
+    let payload = json!({
+        "from": "owner@example.com",
+        "to": ["alice@example.org"],
+        "subject": "Re: Invoice 42",
+        "body": "Paid.",
+        "message_id": format!("<aie.{id}@example.com>"),
+    });
+    vault
+        .write_approval_request(&ApprovalRequest::new(
+            id.clone(),
+            Domain::Email,
+            "email_send",
+            payload,
+            AgentName::new("cloud").expect("agent"),
+            chrono::Utc::now() + chrono::TimeDelta::hours(1),
+        ))
+        .expect("draft");
+    let approvals = Approvals::open(vault.clone(), &state).expect("ledger");
+    approvals.approve(&id, "owner").expect("approve");
+
+    let down = agent_call(
+        &gateway.url,
+        "legacy",
+        "email_send",
+        &json!({"approval_id": id.as_str()}),
+    );
+    assert_eq!(down["is_error"], true, "{down}");
+    let why = down["text"].as_str().unwrap_or_default();
+    assert!(why.contains("not sent: SMTP server"), "{why}");
+    let state_now = approvals.ledger().read().expect("ledger");
+    let record = state_now.get(&id).expect("record");
+    assert!(
+        record.released.is_empty(),
+        "given back for an upstream: {record:?}"
+    );
+    assert!(record.used_at.is_some());
+    assert_eq!(
+        record.result.as_ref().map(|r| r.outcome),
+        Some(Outcome::Error)
+    );
+    assert!(vault.root().join(format!("Quarantine/{id}.md")).is_file());
+    let again = agent_call(
+        &gateway.url,
+        "legacy",
+        "email_send",
+        &json!({"approval_id": id.as_str()}),
+    );
+    assert_eq!(again["is_error"], true, "{again}");
+    assert!(
+        again["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("already used")),
+        "{again}"
     );
 }
