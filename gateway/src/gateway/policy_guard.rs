@@ -207,19 +207,21 @@ impl Inner {
     }
 
     /// Tells the approval ledger how the execution under `id` (its use `use_seq`) ended, off
-    /// the async runtime, and returns the audit record's reason (`note`, unless a release
-    /// had to fall back).
+    /// the async runtime, and returns the audit record's reason: `note`, or what happened
+    /// instead when the ledger could not be told.
     async fn settle(&self, id: &ApprovalId, use_seq: u64, settle: Settle, note: String) -> String {
         let Some(approvals) = self.approvals.clone() else {
             return note;
         };
         let (id2, agent) = (id.clone(), self.agent.clone());
+        // The note of what was recorded (or tried), and how that went.
         let settled = tokio::task::spawn_blocking(move || match settle {
-            Settle::Result(outcome) => approvals
-                .record_result(&id2, outcome, &note, &agent)
-                .map(|done| (done.problems, note)),
+            Settle::Result(outcome) => {
+                let done = approvals.record_result(&id2, outcome, &note, &agent);
+                (note, done.map(|d| d.problems))
+            }
             Settle::Release { reason } => match approvals.release(&id2, use_seq, &reason) {
-                Ok(()) => Ok((Vec::new(), note)),
+                Ok(()) => (note, Ok(Vec::new())),
                 // Nothing ran, so it is not in doubt; not given back, so it may never run
                 // again: recorded as failed (set aside), the safe reading.
                 Err(e) => {
@@ -227,24 +229,30 @@ impl Inner {
                     let note = format!(
                         "not executed: {reason}; the approval could not be given back ({e}), so it is recorded as failed and set aside"
                     );
-                    approvals
-                        .record_result(&id2, Outcome::Error, &note, &agent)
-                        .map(|done| (done.problems, note))
+                    let done = approvals.record_result(&id2, Outcome::Error, &note, &agent);
+                    (note, done.map(|d| d.problems))
                 }
             },
         })
         .await;
+        let joined = |note: &str, what: String| match note {
+            "" => what,
+            note => format!("{note}; {what}"),
+        };
         match settled {
-            Ok(Ok((problems, note))) => {
+            Ok((note, Ok(problems))) => {
                 if !problems.is_empty() {
                     tracing::warn!(approval_id = %id, ?problems, "result recorded with problems");
                 }
                 note
             }
-            Ok(Err(e)) => {
+            Ok((note, Err(e))) => {
                 tracing::error!(approval_id = %id, error = %e, "result not recorded in the approval ledger: it stays in doubt");
-                format!(
-                    "the approval ledger could not record the outcome ({e}), so the approval stays in doubt"
+                joined(
+                    &note,
+                    format!(
+                        "the approval ledger could not record this ({e}), so the approval stays in doubt"
+                    ),
                 )
             }
             Err(e) => {
