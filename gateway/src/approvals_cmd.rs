@@ -3,12 +3,14 @@
 
 use std::{path::Path, process::ExitCode};
 
+use aie_email_draft::{InDoubt, send::SendJournal};
 use aie_shared::{
-    approvals::{Approvals, local_user},
+    approvals::{Approvals, InDoubtSummary, PendingListing, local_user},
     audit,
     vault::{ApprovalId, Vault},
 };
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 
 fn open(vault: &Path, state: &Path) -> anyhow::Result<Approvals> {
     let vault =
@@ -21,26 +23,120 @@ fn id(raw: &str) -> anyhow::Result<ApprovalId> {
     ApprovalId::new(raw).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// `list`: one pending request a line, its id first.
+/// The email server's sends in doubt, from its journal in the same state folder (`aie up`
+/// keeps one state folder for the gateway and its servers). The journal knows what the
+/// ledger may not: a send the server itself answered `in doubt:` was recorded by the
+/// gateway as a failed execution.
+fn send_journal_in_doubt(state: &Path) -> Vec<InDoubt> {
+    match SendJournal::open(state) {
+        Ok(journal) => {
+            if let Some(why) = journal.damaged() {
+                eprintln!("warning: the send journal is damaged: {why}");
+            }
+            journal.in_doubt()
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: cannot read the send journal in {}: {e}",
+                state.display()
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// How the send journal describes one send in doubt.
+fn journal_note(doubt: &InDoubt) -> String {
+    format!(
+        "the send journal says: {} (Message-ID {}, through {})",
+        doubt.detail, doubt.message_id, doubt.transport
+    )
+}
+
+/// Adds the send journal's doubts to the ledger's: a note on an approval already listed,
+/// else a line of its own saying what the ledger recorded.
+fn merge_send_journal(approvals: &Approvals, listing: &mut PendingListing, doubts: &[InDoubt]) {
+    let ledger = approvals.ledger().read().ok();
+    for doubt in doubts {
+        let Ok(approval_id) = ApprovalId::new(doubt.approval_id.as_str()) else {
+            continue;
+        };
+        if let Some(listed) = listing
+            .in_doubt
+            .iter_mut()
+            .find(|d| d.approval_id == approval_id)
+        {
+            listed.notes.push(journal_note(doubt));
+            continue;
+        }
+        let record = ledger.as_ref().and_then(|l| l.get(&approval_id));
+        let mut notes = vec![journal_note(doubt)];
+        if let Some(result) = record.and_then(|r| r.result.as_ref()) {
+            notes.push(format!(
+                "the approval ledger recorded `{}`: {}",
+                result.outcome, result.detail
+            ));
+        }
+        let since = DateTime::parse_from_rfc3339(&doubt.since)
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+            .or_else(|| record.and_then(|r| r.used_at))
+            .unwrap_or_else(Utc::now);
+        listing.in_doubt.push(InDoubtSummary {
+            tool: Some(
+                record
+                    .and_then(|r| r.approved.as_ref())
+                    .map_or_else(|| "email_send".to_owned(), |a| a.tool.clone()),
+            ),
+            task_id: record
+                .and_then(|r| r.approved.as_ref())
+                .and_then(|a| a.task_id.clone()),
+            approval_id,
+            since,
+            notes,
+        });
+    }
+    listing
+        .in_doubt
+        .sort_by(|a, b| (a.since, &a.approval_id).cmp(&(b.since, &b.approval_id)));
+}
+
+/// `list`: one pending request a line, its id first, then every approval in doubt.
 pub fn list(vault: &Path, state: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let listing = open(vault, state)?.list_pending()?;
+    let approvals = open(vault, state)?;
+    let mut listing = approvals.list_pending()?;
+    merge_send_journal(&approvals, &mut listing, &send_journal_in_doubt(state));
     if json {
         println!("{}", serde_json::to_string_pretty(&listing)?);
-    } else if listing.pending.is_empty() && listing.broken.is_empty() {
-        eprintln!("nothing waits for approval");
+    } else if listing.is_empty() {
+        eprintln!("nothing waits for approval, nothing is in doubt");
     } else {
         print!("{listing}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `show ID`: the request, its preview and what the ledger says.
+/// `show ID`: the request, its preview, what the ledger says, and what the send journal
+/// says when it holds the send in doubt.
 pub fn show(vault: &Path, state: &Path, raw_id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let view = open(vault, state)?.show(&id(raw_id)?)?;
+    let journal = send_journal_in_doubt(state)
+        .into_iter()
+        .find(|d| d.approval_id == view.approval_id.as_str());
     if json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        let mut value = serde_json::to_value(&view)?;
+        if let (Some(doubt), Some(map)) = (&journal, value.as_object_mut()) {
+            map.insert("send_journal_in_doubt".into(), serde_json::to_value(doubt)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!("{view}");
+        print!("{view}");
+        if let Some(doubt) = &journal {
+            println!(
+                "the email server's send journal holds this send IN DOUBT since {}: {} (Message-ID {}, through {}); it may or may not have arrived: check the recipient; it is never sent again by itself",
+                doubt.since, doubt.detail, doubt.message_id, doubt.transport
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -46,7 +46,7 @@ pub use policy::{Decision, EffectClass, Policy, Zone};
 pub mod telemetry;
 
 pub mod tools;
-pub use tools::{ToolError, ToolOutput, ToolSet, ToolSpec};
+pub use tools::{NOT_EXECUTED_META, ToolError, ToolOutput, ToolSet, ToolSpec, not_executed};
 
 pub mod vault;
 pub use vault::{Vault, VaultError};

@@ -17,17 +17,52 @@ use serde_json::Value;
 
 use crate::metrics::Metrics;
 
-/// What a tool handler can answer besides success. Both become `isError` results whose text
-/// tells the caller what to fix; neither is a protocol error.
+/// The `_meta` key of an `isError` result whose server certifies that the call did nothing:
+/// the handler never ran, or stopped before it acted on anything. The gateway reads it (from
+/// servers it trusts) to leave the call's approval valid and unused; see [`not_executed`].
+pub const NOT_EXECUTED_META: &str = "dev.aie/notExecuted";
+
+/// What a tool handler can answer besides success. Each becomes an `isError` result whose
+/// text tells the caller what to fix; none is a protocol error.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    /// The arguments parsed but make no sense (an unknown id, an empty field).
+    /// The arguments parsed but make no sense (an unknown id, an empty field). Nothing was
+    /// done, so the result is marked not executed.
     #[error("invalid arguments: {0}")]
     InvalidArguments(String),
+    /// The call stopped before it acted on anything, and the handler knows it: a mail server
+    /// that could not be reached before the message was handed over, a journal that could
+    /// not be written first. The result is marked not executed ([`NOT_EXECUTED_META`]), so
+    /// an approval it ran under stays valid. Never for a failure after something may have
+    /// left.
+    #[error("{0}")]
+    NotExecuted(String),
     /// The request was fine but the action was refused or failed (a claim lost, a policy
-    /// refusal, a peer down).
+    /// refusal, a peer down), or whether it happened is unknown.
     #[error("{0}")]
     Failed(String),
+}
+
+impl ToolError {
+    /// True when the error certifies that nothing was done.
+    pub fn not_executed(&self) -> bool {
+        matches!(
+            self,
+            ToolError::InvalidArguments(_) | ToolError::NotExecuted(_)
+        )
+    }
+}
+
+/// True when `result` is an `isError` result marked [`NOT_EXECUTED_META`]: its server says
+/// the call did nothing. Only as trustworthy as the server that wrote it; a success result
+/// is never read as not executed.
+pub fn not_executed(result: &CallToolResult) -> bool {
+    result.is_error == Some(true)
+        && result
+            .meta
+            .as_ref()
+            .and_then(|meta| meta.0.get(NOT_EXECUTED_META))
+            == Some(&Value::Bool(true))
 }
 
 /// A tool's result: serialized as `structuredContent` and rendered as text for clients that
@@ -154,14 +189,16 @@ impl ToolSet {
             Box::pin(async move {
                 let args: A = match serde_json::from_value(Value::Object(arguments)) {
                     Ok(args) => args,
+                    // The handler never ran.
                     Err(e) => {
-                        return error_result(format!(
+                        return not_executed_result(format!(
                             "invalid arguments for {name}: {e}; see the tool's inputSchema"
                         ));
                     }
                 };
                 match handler(args).await {
                     Ok(output) => success_result(&output),
+                    Err(e) if e.not_executed() => not_executed_result(format!("{name}: {e}")),
                     Err(e) => error_result(format!("{name}: {e}")),
                 }
             })
@@ -216,6 +253,16 @@ fn success_result<O: ToolOutput>(output: &O) -> CallToolResult {
 
 fn error_result(text: String) -> CallToolResult {
     CallToolResult::error(vec![Content::text(text)])
+}
+
+/// An error result marked [`NOT_EXECUTED_META`].
+fn not_executed_result(text: String) -> CallToolResult {
+    let mut result = error_result(text);
+    let mut meta = rmcp::model::MetaObject::new();
+    meta.0
+        .insert(NOT_EXECUTED_META.to_owned(), Value::Bool(true));
+    result.meta = Some(meta);
+    result
 }
 
 #[cfg(test)]
@@ -303,6 +350,49 @@ mod tests {
             .await
             .expect_err("unknown tool");
         assert_eq!(unknown.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+    }
+
+    /// Arguments that do not parse, `InvalidArguments` and `NotExecuted` are marked not
+    /// executed in `_meta`; `Failed` and success are not.
+    #[tokio::test]
+    async fn not_executed_is_marked_in_meta() {
+        let mut set = set();
+        set.add(
+            ToolSpec::execute("act", "Act", "Fails as told"),
+            |a: EchoArgs| async move {
+                match a.text.as_str() {
+                    "down" => Err(ToolError::NotExecuted("not sent: server down".into())),
+                    "doubt" => Err(ToolError::Failed("in doubt: connection lost".into())),
+                    _ => Ok(EchoOut { echoed: a.text }),
+                }
+            },
+        );
+        let arg = |text: &str| Some(JsonObject::from_iter([("text".into(), text.into())]));
+        let call = |args| set.call("act", args, None);
+        let down = call(arg("down")).await.expect("known tool");
+        assert!(not_executed(&down));
+        assert_eq!(
+            serde_json::to_value(&down).expect("json")["_meta"][NOT_EXECUTED_META],
+            Value::Bool(true)
+        );
+        assert_eq!(
+            down.content[0].as_text().map(|t| t.text.as_str()),
+            Some("act: not sent: server down")
+        );
+        assert!(!not_executed(
+            &call(arg("doubt")).await.expect("known tool")
+        ));
+        assert!(!not_executed(&call(arg("fine")).await.expect("known tool")));
+        assert!(not_executed(&call(None).await.expect("known tool")));
+        let empty = set.call("echo", arg(""), None).await.expect("known tool");
+        assert!(
+            not_executed(&empty),
+            "InvalidArguments: the handler did nothing"
+        );
+        // A success that claims it did not run is read as a success.
+        let mut lying = call(arg("fine")).await.expect("known tool");
+        lying.meta = down.meta.clone();
+        assert!(!not_executed(&lying));
     }
 
     /// Names outside the portable alphabet are rejected.

@@ -1,6 +1,7 @@
 //! Invariant 7 with real processes: the local stack is killed (the `AIE_TEST_CRASH` test
 //! hook aborts it, as SIGKILL would) right before and right after the SMTP send. On restart
-//! nothing is sent a second time, and the owner is shown the approval in doubt.
+//! nothing is sent a second time, and the owner is shown the approval in doubt by
+//! `aie approvals show` and `aie approvals list`.
 
 use aie_e2e::zones::{SmtpSink, agent_call, aie, bare_remote, cloud_drafts, up};
 use serde_json::json;
@@ -99,6 +100,29 @@ fn crash_at(point: &str) -> usize {
     ]);
     let text = String::from_utf8_lossy(&shown.stdout).to_uppercase();
     assert!(text.contains("IN DOUBT"), "the owner is not told: {text}");
+    assert!(
+        text.contains("THE EMAIL SERVER'S SEND JOURNAL HOLDS THIS SEND IN DOUBT"),
+        "show does not give the send journal's view: {text}"
+    );
+
+    // `list` names it too, id first, with what the ledger and the send journal know.
+    let listed = aie(&[
+        "approvals",
+        "list",
+        "--vault",
+        &vault_s,
+        "--state",
+        &state_s,
+    ]);
+    assert!(listed.status.success());
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{}  IN DOUBT  email_send", drafted.approval_id)))
+        .unwrap_or_else(|| panic!("list does not show the approval in doubt: {text}"));
+    assert!(line.contains("used, no result recorded"), "{line}");
+    assert!(line.contains("the send journal says"), "{line}");
+    assert!(line.contains("never retried"), "{line}");
     drop(local);
     sink.messages().len()
 }

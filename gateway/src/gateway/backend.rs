@@ -109,6 +109,14 @@ impl Backend {
         }
     }
 
+    /// Whether the gateway believes this backend when a result says the call did nothing
+    /// (`_meta` `dev.aie/notExecuted`): only a server hosted in this process, whose code is
+    /// aie's own. An HTTP upstream is a separate program, possibly someone else's, and
+    /// believing it would let it get an approval used again; there is no opt-in.
+    pub fn certifies_not_executed(&self) -> bool {
+        matches!(self.link, Link::InProcess(_))
+    }
+
     /// Its health as last seen.
     pub fn health(&self) -> Health {
         self.health

@@ -98,6 +98,15 @@ pub enum CallOutcome {
         /// The result's `isError`.
         is_error: bool,
     },
+    /// The backend answered an `isError` result certifying that the call did nothing
+    /// (`_meta` `dev.aie/notExecuted`, see `aie_shared::tools::not_executed`), and the
+    /// backend is one the gateway believes about that: a server it hosts in-process. From an
+    /// HTTP upstream the same result is a plain `Result { is_error: true }`, so a lying
+    /// upstream cannot get an approval given back.
+    NotExecuted {
+        /// The result's text, as the client got it.
+        reason: String,
+    },
     /// The backend asked the client for more input (a 2026-07-28 `InputRequiredResult`);
     /// the client retries the call with the answers.
     InputRequired,

@@ -353,6 +353,19 @@ impl GatewayHandler {
                 _ => typed(&backend.name, value).map(CallToolResponse::Complete),
             });
         let outcome = match &forwarded {
+            Ok(CallToolResponse::Complete(result))
+                if backend.certifies_not_executed() && aie_shared::not_executed(result) =>
+            {
+                CallOutcome::NotExecuted {
+                    reason: result
+                        .content
+                        .iter()
+                        .filter_map(|c| c.as_text())
+                        .map(|t| t.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                }
+            }
             Ok(CallToolResponse::Complete(result)) => CallOutcome::Result {
                 is_error: result.is_error == Some(true),
             },

@@ -14,7 +14,9 @@
 //!
 //! `after` records the outcome in the audit log and, for an execute call, in the approval
 //! ledger: a result is `ok` or `error`; a backend that failed or vanished after the call was
-//! forwarded leaves the approval **in doubt** (contract invariant 7), never retried.
+//! forwarded leaves the approval **in doubt** (contract invariant 7), never retried; an
+//! in-process server that certifies nothing ran (`CallOutcome::NotExecuted`) gets the
+//! approval given back, valid and unused.
 
 use std::{
     path::{Path, PathBuf},
@@ -86,6 +88,8 @@ struct CallData {
     class: EffectClass,
     args_sha256: String,
     approval_id: Option<ApprovalId>,
+    /// The ledger `seq` of the approval's `used` entry: what a release names.
+    use_seq: u64,
 }
 
 struct Inner {
@@ -225,6 +229,62 @@ impl Inner {
         });
     }
 
+    /// Tells the approval ledger how the execution under `id` (its use `use_seq`) ended, off
+    /// the async runtime, and returns the audit record's reason: `note`, or what happened
+    /// instead when the ledger could not be told.
+    async fn settle(&self, id: &ApprovalId, use_seq: u64, settle: Settle, note: String) -> String {
+        let Some(approvals) = self.approvals.clone() else {
+            return note;
+        };
+        let (id2, agent) = (id.clone(), self.agent.clone());
+        // The note of what was recorded (or tried), and how that went.
+        let settled = tokio::task::spawn_blocking(move || match settle {
+            Settle::Result(outcome) => {
+                let done = approvals.record_result(&id2, outcome, &note, &agent);
+                (note, done.map(|d| d.problems))
+            }
+            Settle::Release { reason } => match approvals.release(&id2, use_seq, &reason) {
+                Ok(()) => (note, Ok(Vec::new())),
+                // Nothing ran, so it is not in doubt; not given back, so it may never run
+                // again: recorded as failed (set aside), the safe reading.
+                Err(e) => {
+                    tracing::error!(approval_id = %id2, error = %e, "approval not given back");
+                    let note = format!(
+                        "not executed: {reason}; the approval could not be given back ({e}), so it is recorded as failed and set aside"
+                    );
+                    let done = approvals.record_result(&id2, Outcome::Error, &note, &agent);
+                    (note, done.map(|d| d.problems))
+                }
+            },
+        })
+        .await;
+        let joined = |note: &str, what: String| match note {
+            "" => what,
+            note => format!("{note}; {what}"),
+        };
+        match settled {
+            Ok((note, Ok(problems))) => {
+                if !problems.is_empty() {
+                    tracing::warn!(approval_id = %id, ?problems, "result recorded with problems");
+                }
+                note
+            }
+            Ok((note, Err(e))) => {
+                tracing::error!(approval_id = %id, error = %e, "result not recorded in the approval ledger: it stays in doubt");
+                joined(
+                    &note,
+                    format!(
+                        "the approval ledger could not record this ({e}), so the approval stays in doubt"
+                    ),
+                )
+            }
+            Err(e) => {
+                tracing::error!(approval_id = %id, error = %e, "result recording stopped");
+                format!("recording the outcome stopped ({e}), so the approval stays in doubt")
+            }
+        }
+    }
+
     /// Audits a refusal and returns its reason, for `before` to answer.
     async fn refuse(&self, call: ToolCall, started: Instant, reason: String) -> String {
         let record = call.refused(reason.clone()).latency_ms(elapsed_ms(started));
@@ -270,29 +330,65 @@ fn read_approved(vault: &Vault, id: &ApprovalId) -> Option<ApprovalRequest> {
     ApprovalRequest::parse(&text).ok()
 }
 
-/// What the approval ledger is told of a forwarded execute call's outcome.
-fn ledger_outcome(outcome: &CallOutcome) -> (Outcome, CallStatus, String) {
+/// What the approval ledger is told of an execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Settle {
+    /// A result: the use stays spent.
+    Result(Outcome),
+    /// Nothing ran: the use is given back and the approval is valid again.
+    Release {
+        /// What the server (or the gateway) said, for the ledger.
+        reason: String,
+    },
+}
+
+/// Longest server text quoted in an audit reason (the log cuts reasons at 1024).
+const MAX_QUOTED: usize = 512;
+
+/// `text` cut to at most `max` characters, marked with `…` when cut.
+fn quoted(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// A release, and the audit reason that says nothing ran.
+fn release(reason: &str) -> (Settle, CallStatus, String) {
+    let reason = quoted(reason, MAX_QUOTED);
+    let note = format!("not executed: {reason}; the approval stays valid and unused");
+    (Settle::Release { reason }, CallStatus::Error, note)
+}
+
+/// What the approval ledger is told of a forwarded execute call's outcome, the audit status
+/// and the audit reason.
+fn ledger_outcome(outcome: &CallOutcome) -> (Settle, CallStatus, String) {
+    let result = |outcome, status, note: String| (Settle::Result(outcome), status, note);
     match outcome {
-        CallOutcome::Result { is_error: false } => (Outcome::Ok, CallStatus::Ok, String::new()),
+        CallOutcome::Result { is_error: false } => {
+            result(Outcome::Ok, CallStatus::Ok, String::new())
+        }
         // The server answered: the call is over, and its error is its answer. The file is
         // set aside, so it can never run again (a failed send is drafted again).
-        CallOutcome::Result { is_error: true } => (
+        CallOutcome::Result { is_error: true } => result(
             Outcome::Error,
             CallStatus::Error,
             "the server answered with an error".to_owned(),
         ),
+        // A server the gateway believes certified that nothing ran.
+        CallOutcome::NotExecuted { reason } => release(reason),
         // Nothing definitive came back: whether the action happened is unknown.
-        CallOutcome::Failed { reason } => (
+        CallOutcome::Failed { reason } => result(
             Outcome::InDoubt,
             CallStatus::InDoubt,
             format!("no answer after forwarding: {reason}"),
         ),
-        CallOutcome::InputRequired => (
+        CallOutcome::InputRequired => result(
             Outcome::InDoubt,
             CallStatus::InDoubt,
             "the server asked for more input mid-execution".to_owned(),
         ),
-        CallOutcome::Task { task_id } => (
+        CallOutcome::Task { task_id } => result(
             Outcome::InDoubt,
             CallStatus::InDoubt,
             format!("the server runs it as task {task_id}; its end is not known here"),
@@ -343,6 +439,7 @@ impl CallGuard for PolicyGuard {
             class,
             args_sha256: record.args_sha256.clone(),
             approval_id: None,
+            use_seq: 0,
         };
         if class == EffectClass::Execute {
             let (id, restated) = match approval_args(&call.tool, &args) {
@@ -365,9 +462,10 @@ impl CallGuard for PolicyGuard {
                 .await
                 .unwrap_or_else(|e| Err(format!("the approval check stopped: {e}")))
             };
-            if let Err(reason) = authorized {
-                return Err(inner.refuse(record, started, reason).await);
-            }
+            let use_seq = match authorized {
+                Ok(use_seq) => use_seq,
+                Err(reason) => return Err(inner.refuse(record, started, reason).await),
+            };
             // The intent, before anything leaves: without it the call does not run (its
             // outcome follows in a second record with the same correlation id).
             let intent = record
@@ -376,17 +474,14 @@ impl CallGuard for PolicyGuard {
                 .reason("forwarding: the approval is marked used")
                 .latency_ms(elapsed_ms(started));
             if let Err(e) = inner.audit(intent).await {
+                // Nothing left the gateway: the approval is given back.
                 let why = format!("not forwarded: the audit log cannot be written ({e})");
-                let (approvals, id, agent) =
-                    (inner.approvals.clone(), id.clone(), inner.agent.clone());
-                let detail = why.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    approvals.map(|a| a.record_result(&id, Outcome::Error, &detail, &agent))
-                })
-                .await;
-                return Err(inner.refuse(record, started, why).await);
+                let (settle, _, note) = release(&why);
+                let note = inner.settle(&id, use_seq, settle, note).await;
+                return Err(inner.refuse(record, started, note).await);
             }
             data.approval_id = Some(id);
+            data.use_seq = use_seq;
         }
         let mut permit = Permit::new(client.clone(), call.clone()).with_data(data);
         permit.started = started;
@@ -414,26 +509,8 @@ impl CallGuard for PolicyGuard {
         record.args_sha256 = data.args_sha256.clone();
         let record = match &data.approval_id {
             Some(id) => {
-                let (ledger, status, note) = ledger_outcome(outcome);
-                let (approvals, id2, agent) =
-                    (inner.approvals.clone(), id.clone(), inner.agent.clone());
-                let detail = note.clone();
-                let recorded = tokio::task::spawn_blocking(move || {
-                    approvals.map(|a| a.record_result(&id2, ledger, &detail, &agent))
-                })
-                .await;
-                match recorded {
-                    Ok(Some(Ok(done))) if !done.problems.is_empty() => {
-                        tracing::warn!(approval_id = %id, problems = ?done.problems, "result recorded with problems");
-                    }
-                    Ok(Some(Err(e))) => {
-                        tracing::error!(approval_id = %id, error = %e, "result not recorded in the approval ledger: it stays in doubt");
-                    }
-                    Err(e) => {
-                        tracing::error!(approval_id = %id, error = %e, "result recording stopped")
-                    }
-                    _ => {}
-                }
+                let (settle, status, note) = ledger_outcome(outcome);
+                let note = inner.settle(id, data.use_seq, settle, note).await;
                 record.approval(id.clone()).status(status).reason(note)
             }
             None => match outcome {
@@ -442,6 +519,9 @@ impl CallGuard for PolicyGuard {
                 } else {
                     CallStatus::Ok
                 }),
+                CallOutcome::NotExecuted { reason } => record
+                    .status(CallStatus::Error)
+                    .reason(format!("not executed: {}", quoted(reason, MAX_QUOTED))),
                 CallOutcome::InputRequired => record.reason("input required"),
                 CallOutcome::Task { task_id } => record.reason(format!("task {task_id}")),
                 CallOutcome::Failed { reason } => record.status(CallStatus::Error).reason(reason),
@@ -484,7 +564,8 @@ impl CallGuard for PolicyGuard {
 impl PolicyGuard {
     /// The local execute checks, in order, blocking: adopt hand-moved approvals, find the
     /// payload to authorize, fit it in the budgets, authorize (marking the approval used),
-    /// spend the budgets. The refusal is the text the client reads.
+    /// spend the budgets. Returns the `seq` of the approval's `used` entry; the refusal is
+    /// the text the client reads.
     fn authorize(
         &self,
         approvals: &Approvals,
@@ -492,7 +573,7 @@ impl PolicyGuard {
         tool: &str,
         restated: Option<Value>,
         limits: &Limits,
-    ) -> Result<(), String> {
+    ) -> Result<u64, String> {
         let inner = &self.inner;
         // A file moved into Approved/ by hand on this machine counts once recorded; one that
         // came through sync is set aside here, before it could be authorized.
@@ -531,14 +612,14 @@ impl PolicyGuard {
         };
         let mut budgets = inner.budgets.lock().unwrap_or_else(PoisonError::into_inner);
         budgets.check(limits, &spend)?;
-        approvals
+        let authorized = approvals
             .authorize(id, tool, &payload)
             .map_err(|refused| refusal_text(&refused))?;
         if let Err(e) = budgets.record(&spend) {
             // Authorized already: the action goes ahead, the count may be lost.
             tracing::error!(error = %e, "effect budgets not written to the state folder");
         }
-        Ok(())
+        Ok(authorized.use_seq)
     }
 }
 
@@ -572,23 +653,42 @@ mod tests {
         assert!(approval_args("email_send", &args(json!({"approval_id": 7}))).is_err());
     }
 
-    /// A result is final; a failure after forwarding is in doubt.
+    /// A result is final; a failure after forwarding is in doubt; a certified "nothing ran"
+    /// gives the approval back, and the audit reason says so.
     #[test]
     fn outcomes_map_to_the_ledger() {
         assert_eq!(
             ledger_outcome(&CallOutcome::Result { is_error: false }).0,
-            Outcome::Ok
+            Settle::Result(Outcome::Ok)
         );
         assert_eq!(
             ledger_outcome(&CallOutcome::Result { is_error: true }).0,
-            Outcome::Error
+            Settle::Result(Outcome::Error)
         );
         assert_eq!(
             ledger_outcome(&CallOutcome::Failed {
                 reason: "timeout".into()
             })
             .0,
-            Outcome::InDoubt
+            Settle::Result(Outcome::InDoubt)
         );
+        let (settle, status, note) = ledger_outcome(&CallOutcome::NotExecuted {
+            reason: "email_send: not sent: SMTP server down".into(),
+        });
+        assert_eq!(
+            settle,
+            Settle::Release {
+                reason: "email_send: not sent: SMTP server down".into()
+            }
+        );
+        assert_eq!(status, CallStatus::Error);
+        assert_eq!(
+            note,
+            "not executed: email_send: not sent: SMTP server down; the approval stays valid and unused"
+        );
+        let (_, _, long) = ledger_outcome(&CallOutcome::NotExecuted {
+            reason: "x".repeat(2000),
+        });
+        assert!(long.chars().count() < 1024, "{}", long.len());
     }
 }

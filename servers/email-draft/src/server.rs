@@ -500,9 +500,11 @@ pub fn tools(state: EmailDraft) -> ToolSet {
         move |args: SendArgs| {
             let st = st.clone();
             async move {
-                st.send(&args.approval_id)
-                    .await
-                    .map_err(|e| ToolError::Failed(e.to_string()))
+                st.send(&args.approval_id).await.map_err(|e| match e {
+                    // Nothing left: certified in the result, so the approval stays usable.
+                    SendError::NotSent(_) => ToolError::NotExecuted(e.to_string()),
+                    SendError::InDoubt(_) => ToolError::Failed(e.to_string()),
+                })
             }
         },
     );

@@ -158,6 +158,15 @@ pub enum ApprovalError {
         id: ApprovalId,
     },
 
+    /// A use that cannot be given back (see `Approvals::release`).
+    #[error("approval `{id}` cannot be given back: {why}")]
+    NotReleasable {
+        /// The id.
+        id: ApprovalId,
+        /// Why not.
+        why: String,
+    },
+
     /// A second final result for one approval.
     #[error("approval `{id}` already has its result ({outcome}); results are recorded once")]
     ResultExists {

@@ -115,6 +115,15 @@ pub enum Event {
         /// The tool that ran it.
         tool: String,
     },
+    /// The execution that took the approval did nothing, as its server certified (the
+    /// server was down before anything left, the arguments were refused): the approval is
+    /// valid and unused again. Follows only the `used` entry it names, before any result.
+    Released {
+        /// The `seq` of the `used` entry it gives back.
+        use_seq: u64,
+        /// What the server said; never a message body.
+        detail: String,
+    },
     /// How the execution ended.
     Result {
         /// Ok, error or in doubt.
@@ -188,6 +197,17 @@ pub struct Finished {
     pub at: DateTime<Utc>,
 }
 
+/// A use given back: the execution did nothing, so the approval became unused again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ReleasedUse {
+    /// When the approval had been taken.
+    pub used_at: DateTime<Utc>,
+    /// When it was given back.
+    pub at: DateTime<Utc>,
+    /// What the server said.
+    pub detail: String,
+}
+
 /// A set-aside of the request's file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct SetAside {
@@ -206,8 +226,13 @@ pub struct LedgerRecord {
     pub approved: Option<Approval>,
     /// The rejection, if any; it outranks an approval (a revoked approval).
     pub rejected: Option<Rejection>,
-    /// When it was taken for its one execution.
+    /// When it was taken for the execution in progress or done (none when unused, or
+    /// released since).
     pub used_at: Option<DateTime<Utc>>,
+    /// The `seq` of that `used` entry: what a release must name.
+    pub use_seq: Option<u64>,
+    /// Earlier uses given back because nothing ran, oldest first.
+    pub released: Vec<ReleasedUse>,
     /// How that execution ended, once known.
     pub result: Option<Finished>,
     /// Every time its file was set aside.
@@ -337,9 +362,23 @@ impl LedgerState {
                     Some("a second use")
                 } else {
                     record.used_at = Some(entry.at);
+                    record.use_seq = Some(entry.seq);
                     None
                 }
             }
+            Event::Released { use_seq, detail } => match record.used_at {
+                Some(used_at) if record.result.is_none() && record.use_seq == Some(use_seq) => {
+                    record.released.push(ReleasedUse {
+                        used_at,
+                        at: entry.at,
+                        detail,
+                    });
+                    record.used_at = None;
+                    record.use_seq = None;
+                    None
+                }
+                _ => Some("a release that does not follow its use, or after a result"),
+            },
             Event::Result { outcome, detail } => {
                 let settled = record
                     .result

@@ -115,6 +115,8 @@ pub struct Authorized {
     pub task_id: Option<TaskId>,
     /// When it was marked used.
     pub used_at: DateTime<Utc>,
+    /// The `seq` of its `used` entry: what [`Approvals::release`] names.
+    pub use_seq: u64,
 }
 
 /// What `record_result` did.
@@ -723,6 +725,7 @@ impl Approvals {
             payload_sha256: approval.payload_sha256,
             task_id: approval.task_id,
             used_at: used.at,
+            use_seq: used.seq,
         })
     }
 
@@ -905,6 +908,63 @@ impl Approvals {
             Outcome::Error | Outcome::InDoubt => {}
         }
         Ok(out)
+    }
+
+    /// Gives back the use `use_seq` of approval `id` because the execution did nothing (its
+    /// server certified it): the approval is valid and unused again, its file stays in
+    /// `Approved/` and its task where it is; the ledger keeps the use and its release.
+    ///
+    /// Only the execution that took the approval can give it back: the use must be the
+    /// approval's current one (`use_seq`), have no result (not even `in_doubt`), and have
+    /// been authorized by this process and still await its result. A use left by a crash
+    /// stays in doubt.
+    pub fn release(
+        &self,
+        id: &ApprovalId,
+        use_seq: u64,
+        detail: &str,
+    ) -> Result<(), ApprovalError> {
+        let mut locked = self.ledger.lock()?;
+        let record = locked.state.get(id).cloned().unwrap_or_default();
+        let refuse = |why: String| {
+            Err(ApprovalError::NotReleasable {
+                id: id.clone(),
+                why,
+            })
+        };
+        if record.used_at.is_none() {
+            return refuse("it is not in use (never used, or given back already)".into());
+        }
+        if let Some(done) = &record.result {
+            return refuse(format!(
+                "its use already has a result ({}); only a use without a result is given back",
+                done.outcome
+            ));
+        }
+        if record.use_seq != Some(use_seq) {
+            return refuse(format!(
+                "ledger entry {use_seq} is not its current use ({})",
+                record
+                    .use_seq
+                    .map_or_else(|| "none".to_owned(), |seq| format!("entry {seq}"))
+            ));
+        }
+        if !self.in_flight().contains(id) {
+            return refuse(
+                "this process is not running it: a use left by a crash stays in doubt, for the human"
+                    .into(),
+            );
+        }
+        locked.append(
+            id,
+            Event::Released {
+                use_seq,
+                detail: cap(detail, MAX_DETAIL),
+            },
+        )?;
+        self.in_flight().remove(id);
+        tracing::info!(approval_id = %id, %detail, "approval given back: nothing ran");
+        Ok(())
     }
 
     /// Moves an executed approval's task to `Done/`: as its holder, or claimed by `agent`

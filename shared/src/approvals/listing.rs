@@ -1,5 +1,6 @@
 //! What `aie approvals list` and `aie approvals show ID` print (and `approvals_list` /
-//! `approvals_status` answer): each request's id first.
+//! `approvals_status` answer): each request's id first. `list` shows the requests waiting
+//! for the human and, after them, every approval in doubt: used, with no known outcome.
 
 use std::fmt;
 
@@ -65,13 +66,62 @@ impl fmt::Display for PendingSummary {
     }
 }
 
-/// The requests waiting for the human, oldest first, and the files that cannot be read.
+/// One approval in doubt: taken for an execution whose outcome nobody knows (a crash or a
+/// timeout between the `used` entry and the result, or a server that said so). It is never
+/// retried; the human checks the outside world.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct InDoubtSummary {
+    /// The approval's id.
+    pub approval_id: ApprovalId,
+    /// The execute tool it was taken for, when known.
+    pub tool: Option<String>,
+    /// The task it serves.
+    pub task_id: Option<TaskId>,
+    /// When it was taken (or, from a server's own journal, when the attempt began).
+    pub since: DateTime<Utc>,
+    /// What is known, one note per source (the ledger, a server's journal).
+    pub notes: Vec<String>,
+}
+
+impl fmt::Display for InDoubtSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}  IN DOUBT", self.approval_id)?;
+        if let Some(tool) = &self.tool {
+            write!(f, "  {tool}")?;
+        }
+        write!(f, "  since {}", self.since.format("%Y-%m-%dT%H:%M:%SZ"))?;
+        if let Some(task) = &self.task_id {
+            write!(f, "  task {task}")?;
+        }
+        for note in &self.notes {
+            write!(f, "  {note}")?;
+        }
+        write!(
+            f,
+            "  (it may or may not have happened: check by hand; it is never retried; `aie approvals show {}`)",
+            self.approval_id
+        )
+    }
+}
+
+/// The requests waiting for the human, oldest first, the files that cannot be read, and
+/// the approvals in doubt.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct PendingListing {
     /// Readable requests.
     pub pending: Vec<PendingSummary>,
     /// Unreadable files in `Pending_Approval/`, left as they are.
     pub broken: Vec<BrokenFile>,
+    /// Approvals used with no known outcome, oldest first ([`Approvals::list_pending`]
+    /// fills it from the ledger; the free [`list_pending`] reads no ledger).
+    pub in_doubt: Vec<InDoubtSummary>,
+}
+
+impl PendingListing {
+    /// True when nothing waits for the human and nothing is in doubt.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.broken.is_empty() && self.in_doubt.is_empty()
+    }
 }
 
 impl fmt::Display for PendingListing {
@@ -84,6 +134,9 @@ impl fmt::Display for PendingListing {
             let stem = broken.path.rsplit('/').next().unwrap_or_default();
             let stem = stem.strip_suffix(".md").unwrap_or(stem);
             writeln!(f, "{stem}  UNREADABLE  {}: {}", broken.path, broken.error)?;
+        }
+        for doubt in &self.in_doubt {
+            writeln!(f, "{doubt}")?;
         }
         Ok(())
     }
@@ -208,9 +261,31 @@ pub struct ApprovalView {
 }
 
 impl Approvals {
-    /// Lists the requests waiting for the human.
+    /// Lists the requests waiting for the human, and the approvals in doubt.
     pub fn list_pending(&self) -> Result<PendingListing, ApprovalError> {
-        list_pending(self.vault())
+        let mut listing = list_pending(self.vault())?;
+        let state = self.ledger().read()?;
+        for (id, since) in self.in_doubt()? {
+            let record = state.get(&id).cloned().unwrap_or_default();
+            let note = match &record.result {
+                Some(result) => format!("result in doubt: {}", result.detail),
+                None => {
+                    "used, no result recorded (a crash, or a stack running it right now)".to_owned()
+                }
+            };
+            let approved = record.approved.as_ref();
+            listing.in_doubt.push(InDoubtSummary {
+                tool: approved.map(|a| a.tool.clone()),
+                task_id: approved.and_then(|a| a.task_id.clone()),
+                approval_id: id,
+                since,
+                notes: vec![note],
+            });
+        }
+        listing
+            .in_doubt
+            .sort_by(|a, b| (a.since, &a.approval_id).cmp(&(b.since, &b.approval_id)));
+        Ok(listing)
     }
 
     /// Everything known about approval `id`, for the human (`aie approvals show`).
@@ -369,6 +444,15 @@ impl fmt::Display for ApprovalView {
                     r.decided_by,
                     time(&r.decided_at),
                     r.reason
+                )?;
+            }
+            for given_back in &record.released {
+                writeln!(
+                    f,
+                    "used at {}, given back at {}: nothing ran ({})",
+                    time(&given_back.used_at),
+                    time(&given_back.at),
+                    given_back.detail
                 )?;
             }
             if let Some(at) = &record.used_at {

@@ -8,7 +8,8 @@
 //! machine; only then does the file move. When an execute tool is called, [`Approvals::authorize`]
 //! checks the ledger and the file together and marks the approval used before the server is
 //! called, so each approval runs at most once; [`Approvals::record_result`] records how it
-//! ended. Whatever may not run is set aside into `Quarantine/` and the refusal names why.
+//! ended, or [`Approvals::release`] gives the use back when its server certified that
+//! nothing ran. Whatever may not run is set aside into `Quarantine/` and the refusal names why.
 //!
 //! # Layout
 //! - [`ledger`]: `<state>/approvals.jsonl` and `<state>/approval.key`: HMAC-authenticated,
@@ -25,7 +26,7 @@ mod error;
 pub use error::{ApprovalError, Refusal, Refused};
 
 pub mod ledger;
-pub use ledger::{ApprovalLedger, LedgerRecord, LedgerState, Outcome};
+pub use ledger::{ApprovalLedger, LedgerRecord, LedgerState, Outcome, ReleasedUse};
 
 pub mod lifecycle;
 pub use lifecycle::{
@@ -33,7 +34,9 @@ pub use lifecycle::{
 };
 
 pub mod listing;
-pub use listing::{ApprovalStatus, ApprovalView, PendingListing, PendingSummary, list_pending};
+pub use listing::{
+    ApprovalStatus, ApprovalView, InDoubtSummary, PendingListing, PendingSummary, list_pending,
+};
 
 #[cfg(test)]
 mod tests;

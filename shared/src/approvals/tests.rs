@@ -973,3 +973,322 @@ fn approvals_at_most_once_across_processes() {
         assert_eq!(fx.used_entries(&id(&format!("c{i:02}"))), 1);
     }
 }
+
+/// The `NotReleasable` reason of a refused release.
+fn not_releasable(result: Result<(), ApprovalError>) -> String {
+    match result {
+        Err(ApprovalError::NotReleasable { why, .. }) => why,
+        other => panic!("expected NotReleasable, got {other:?}"),
+    }
+}
+
+/// A use given back (the server certified nothing ran) leaves the approval valid and unused:
+/// its file stays in `Approved/`, its task where it is, the ledger keeps the story, and the
+/// next call runs it once.
+#[test]
+fn approvals_release_after_use_makes_it_usable_again() {
+    let fx = Fixture::new();
+    let task = TaskId::new("t1").expect("task");
+    fx.vault()
+        .create_task(&Task::new(task.clone(), Domain::Email, "Invoice", "Body\n"))
+        .expect("task");
+    fx.vault()
+        .write_approval_request(&request("a1", &reply(), TimeDelta::hours(1)).for_task(task))
+        .expect("write");
+    let a1 = id("a1");
+    fx.approvals.approve(&a1, "owner").expect("approve");
+    let go = fx
+        .approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized");
+    fx.approvals
+        .release(&a1, go.use_seq, "email_send: not sent: SMTP server down")
+        .expect("released");
+    assert!(fx.exists("Approved/a1.md"), "the file stays");
+    assert!(
+        fx.exists("Needs_Action/email/t1.md"),
+        "the task does not move"
+    );
+    let record = fx
+        .approvals
+        .ledger()
+        .read()
+        .expect("ledger")
+        .get(&a1)
+        .cloned()
+        .expect("record");
+    assert!(record.used_at.is_none(), "unused again");
+    assert_eq!(record.released.len(), 1);
+    assert_eq!(record.released[0].used_at, go.used_at);
+    assert!(record.result.is_none());
+    let view = fx.approvals.show(&a1).expect("show");
+    assert_eq!(view.status, ApprovalStatus::Approved);
+    assert!(
+        view.to_string().contains("given back at ")
+            && view.to_string().contains("not sent: SMTP server down"),
+        "{view}"
+    );
+    assert!(fx.approvals.in_doubt().expect("in doubt").is_empty());
+
+    let again = fx
+        .approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("usable again");
+    assert!(again.use_seq > go.use_seq);
+    let running = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    assert!(
+        matches!(running.refusal, Refusal::AlreadyUsed { .. }),
+        "{running}"
+    );
+    fx.approvals
+        .record_result(&a1, Outcome::Ok, "sent", &agent())
+        .expect("result");
+    assert!(fx.exists("Done/approvals/a1.md"));
+    assert!(fx.exists("Done/t1.md"));
+    let state = fx.approvals.ledger().read().expect("ledger");
+    assert!(state.damage().is_none(), "{:?}", state.problems);
+}
+
+/// A release follows only the matching use of a running execution: never without a use,
+/// never twice, never after a result (in doubt included), never for an older use, and never
+/// for a use a crashed process left behind. Each refusal says why and writes nothing.
+#[test]
+fn approvals_release_refused_unless_it_follows_its_use() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    let why = not_releasable(fx.approvals.release(&a1, 1, "never used"));
+    assert!(why.contains("not in use"), "{why}");
+
+    let go = fx
+        .approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized");
+    fx.approvals
+        .release(&a1, go.use_seq, "down")
+        .expect("released");
+    let why = not_releasable(fx.approvals.release(&a1, go.use_seq, "twice"));
+    assert!(why.contains("not in use"), "{why}");
+
+    // An older use named after a new one began.
+    let second = fx
+        .approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized again");
+    let why = not_releasable(fx.approvals.release(&a1, go.use_seq, "stale"));
+    assert!(why.contains("not its current use"), "{why}");
+    fx.approvals
+        .record_result(&a1, Outcome::Ok, "sent", &agent())
+        .expect("result");
+    let why = not_releasable(fx.approvals.release(&a1, second.use_seq, "after ok"));
+    assert!(why.contains("already has a result (ok)"), "{why}");
+
+    // A timeout recorded in doubt is not given back either.
+    let a2 = fx.approved("a2", &reply());
+    let go = fx
+        .approvals
+        .authorize(&a2, "email_send", &reply())
+        .expect("authorized");
+    fx.approvals
+        .record_result(&a2, Outcome::InDoubt, "timeout", &agent())
+        .expect("in doubt");
+    let why = not_releasable(fx.approvals.release(&a2, go.use_seq, "late"));
+    assert!(why.contains("already has a result (in doubt)"), "{why}");
+
+    // A crash between the use and its outcome: the restarted process cannot give it back.
+    let a3 = fx.approved("a3", &reply());
+    let go = fx
+        .approvals
+        .authorize(&a3, "email_send", &reply())
+        .expect("authorized");
+    let restarted = Approvals::open(fx.vault().clone(), &fx.state()).expect("reopen");
+    let why = not_releasable(restarted.release(&a3, go.use_seq, "after a crash"));
+    assert!(
+        why.contains("a use left by a crash stays in doubt"),
+        "{why}"
+    );
+    let refused = refusal(restarted.authorize(&a3, "email_send", &reply()));
+    assert!(
+        matches!(refused.refusal, Refusal::InDoubt { .. }),
+        "{refused}"
+    );
+
+    let lines = fx.ledger_lines();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("\"event\":\"released\""))
+            .count(),
+        1,
+        "only the one good release was written"
+    );
+    let state = fx.approvals.ledger().read().expect("ledger");
+    assert!(state.damage().is_none(), "{:?}", state.problems);
+}
+
+/// A release line altered in place, or copied to name another approval, fails its MAC like
+/// any other entry: the ledger authorizes nothing until a person looks.
+#[test]
+fn approvals_tampered_release_line_is_caught() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    let go = fx
+        .approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized");
+    fx.approvals
+        .release(&a1, go.use_seq, "down")
+        .expect("released");
+    let mut lines = fx.ledger_lines();
+    let last = lines.len() - 1;
+    assert!(
+        lines[last].contains("\"event\":\"released\""),
+        "{}",
+        lines[last]
+    );
+    let mut entry: Value = serde_json::from_str(&lines[last]).expect("json");
+    entry["detail"] = json!("edited");
+    lines[last] = serde_json::to_string(&entry).expect("encode");
+    fs::write(fx.approvals.ledger().path(), lines.join("\n") + "\n").expect("write");
+    let state = fx.approvals.ledger().read().expect("ledger");
+    assert_eq!(
+        state.problems[0].kind,
+        ProblemKind::BadMac,
+        "{:?}",
+        state.problems
+    );
+    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    assert!(matches!(refused.refusal, Refusal::BadMac), "{refused}");
+
+    // A forged release for an approval in use elsewhere: caught the same way.
+    let fx = Fixture::new();
+    let b1 = fx.approved("b1", &reply());
+    let b2 = fx.approved("b2", &reply());
+    let go = fx
+        .approvals
+        .authorize(&b1, "email_send", &reply())
+        .expect("authorized");
+    fx.approvals
+        .release(&b1, go.use_seq, "down")
+        .expect("released");
+    fx.approvals
+        .authorize(&b2, "email_send", &reply())
+        .expect("authorized");
+    let released = fx
+        .ledger_lines()
+        .into_iter()
+        .find(|l| l.contains("\"event\":\"released\""))
+        .expect("release line");
+    let mut forged: Value = serde_json::from_str(&released).expect("json");
+    forged["approval_id"] = json!("b2");
+    forged["seq"] = json!(fx.ledger_lines().len() + 1);
+    fx.append_ledger(&format!(
+        "{}\n",
+        serde_json::to_string(&forged).expect("encode")
+    ));
+    let restarted = Approvals::open(fx.vault().clone(), &fx.state()).expect("reopen");
+    let refused = refusal(restarted.authorize(&b2, "email_send", &reply()));
+    assert!(matches!(refused.refusal, Refusal::BadMac), "{refused}");
+    assert_eq!(fx.used_entries(&b2), 1, "never used twice");
+}
+
+/// An authentic release that does not follow its use (written by a bug, not through
+/// `release`) is a conflict: the ledger is damaged and authorizes nothing.
+#[test]
+fn approvals_release_without_use_is_a_conflict() {
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    {
+        let mut locked = fx.approvals.ledger().lock().expect("lock");
+        locked
+            .append(
+                &a1,
+                ledger::Event::Released {
+                    use_seq: 1,
+                    detail: "no use".into(),
+                },
+            )
+            .expect("append");
+    }
+    let state = fx.approvals.ledger().read().expect("ledger");
+    let damage = state.damage().expect("damaged");
+    assert_eq!(damage.kind, ProblemKind::Conflict);
+    assert!(damage.detail.contains("release"), "{damage}");
+    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    assert!(
+        matches!(refused.refusal, Refusal::LedgerDamaged { .. }),
+        "{refused}"
+    );
+}
+
+/// Given back, an approval is contended for again: of eight threads exactly one runs it.
+#[test]
+fn approvals_released_approval_still_has_one_winner() {
+    const THREADS: usize = 8;
+    let fx = Fixture::new();
+    let a1 = fx.approved("a1", &reply());
+    let go = fx
+        .approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized");
+    fx.approvals
+        .release(&a1, go.use_seq, "down")
+        .expect("released");
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (approvals, barrier, a) = (fx.approvals.clone(), barrier.clone(), a1.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                approvals.authorize(&a, "email_send", &reply())
+            })
+        })
+        .collect();
+    let winners = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .filter(Result::is_ok)
+        .count();
+    assert_eq!(winners, 1);
+    assert_eq!(fx.used_entries(&a1), 2, "the released use and the winner's");
+}
+
+/// `list` names every approval in doubt after the pending ones, id first and marked IN
+/// DOUBT; a released one is not in doubt.
+#[test]
+fn approvals_list_shows_in_doubt() {
+    let fx = Fixture::new();
+    fx.draft("p1", &reply());
+    let a1 = fx.approved("a1", &reply());
+    fx.approvals
+        .authorize(&a1, "email_send", &reply())
+        .expect("authorized");
+    let a2 = fx.approved("a2", &reply());
+    let go = fx
+        .approvals
+        .authorize(&a2, "email_send", &reply())
+        .expect("authorized");
+    fx.approvals
+        .release(&a2, go.use_seq, "down")
+        .expect("released");
+    // Running in this process: not in doubt here.
+    assert!(
+        fx.approvals
+            .list_pending()
+            .expect("list")
+            .in_doubt
+            .is_empty()
+    );
+    // After a crash, another process (`aie approvals list`) sees it in doubt.
+    let restarted = Approvals::open(fx.vault().clone(), &fx.state()).expect("reopen");
+    let listing = restarted.list_pending().expect("list");
+    assert_eq!(listing.in_doubt.len(), 1, "{listing}");
+    let text = listing.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("p1  email"), "{text}");
+    assert!(
+        lines[1].starts_with("a1  IN DOUBT  email_send  since "),
+        "{text}"
+    );
+    assert!(lines[1].contains("never retried"), "{text}");
+}
