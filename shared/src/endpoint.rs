@@ -1,11 +1,13 @@
 //! The `/mcp` endpoint in front of rmcp's Streamable HTTP service: it reads each body once
 //! (enforcing the size limit), answers what is not a JSON-RPC message with the error the
-//! JSON-RPC spec prescribes, fans out the batches that 2025-03-26 allows, labels the request
-//! for metrics, and records it when its response ends.
+//! JSON-RPC spec prescribes, fans out the batches that 2025-03-26 allows, answers plain
+//! 2026-07-28 tool calls directly ([`crate::direct`]), labels the request for metrics, and
+//! records it when its response ends.
 
 use std::{
     convert::Infallible,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -22,6 +24,7 @@ use serde_json::{Value, json};
 use tower::{Service, ServiceExt};
 
 use crate::{
+    direct::{self, DirectCalls},
     http::HttpRefusal,
     metrics::{CallLabels, Metrics},
 };
@@ -43,6 +46,8 @@ pub struct Endpoint<S> {
     pub metrics: Metrics,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// The handler, for the calls it answers without rmcp's per-request service.
+    pub direct: Arc<dyn DirectCalls>,
 }
 
 type Inner = Response<Body>;
@@ -100,6 +105,10 @@ where
             return metered(refusal.mark(response), &ep.metrics, unlabelled(), started);
         }
     };
+    if let Some((response, labels)) = direct::answer(ep.direct.as_ref(), &parts, &bytes).await {
+        ep.metrics.direct_call(&labels);
+        return metered(response, &ep.metrics, labels, started);
+    }
     let message: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
         Err(e) => {

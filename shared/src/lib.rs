@@ -29,6 +29,9 @@ pub use audit::{AuditError, AuditLog, AuditRecord, ToolCall, VerifyReport};
 pub mod config;
 pub use config::{Config, ConfigErrors, ConfigWatcher, Overrides};
 
+pub mod direct;
+pub use direct::DirectCalls;
+
 pub mod endpoint;
 
 pub mod http;

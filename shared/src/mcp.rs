@@ -10,7 +10,7 @@ use axum::{Router, routing::any};
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
+        CallToolRequestParams, CallToolResponse, Implementation, JsonObject, ListToolsResult,
         PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
     },
     service::RequestContext,
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use rmcp;
 
 use crate::{
+    direct::{DirectCalls, DirectFuture},
     endpoint::{self, Endpoint},
     http::HttpOptions,
     metrics::Metrics,
@@ -37,6 +38,21 @@ use crate::{
 /// checks are turned off here rather than configured twice.
 pub fn streamable_http<H>(
     handler: H,
+    opts: &HttpOptions,
+    metrics: Metrics,
+    streams: CancellationToken,
+) -> Router
+where
+    H: ServerHandler + DirectCalls + Clone + Send + Sync + 'static,
+{
+    let direct: Arc<dyn DirectCalls> = Arc::new(handler.clone());
+    mcp_router(handler, direct, opts, metrics, streams)
+}
+
+/// [`streamable_http`] with the calls `direct` answers taken off rmcp's path.
+pub(crate) fn mcp_router<H>(
+    handler: H,
+    direct: Arc<dyn DirectCalls>,
     opts: &HttpOptions,
     metrics: Metrics,
     streams: CancellationToken,
@@ -60,6 +76,7 @@ where
         inner: service,
         metrics,
         max_body_bytes: opts.max_body_bytes,
+        direct,
     };
     Router::new()
         .route("/mcp", any(endpoint::serve))
@@ -134,5 +151,22 @@ impl ServerHandler for ToolServer {
             .call(&request.name, request.arguments, self.metrics.as_ref())
             .await?;
         Ok(CallToolResponse::Complete(result))
+    }
+}
+
+/// Every tool of a [`ToolSet`] is plain: its handler needs nothing from the MCP session, so
+/// a 2026-07-28 call of it is answered without rmcp's per-request service.
+impl DirectCalls for ToolServer {
+    fn answers_directly(&self, tool: &str) -> bool {
+        self.tools.contains(tool)
+    }
+
+    fn call_directly<'a>(
+        &'a self,
+        tool: &'a str,
+        arguments: Option<JsonObject>,
+        _parts: &'a http::request::Parts,
+    ) -> DirectFuture<'a> {
+        Box::pin(self.tools.call(tool, arguments, self.metrics.as_ref()))
     }
 }

@@ -47,6 +47,7 @@ struct Inner {
     errors: Family<ErrorLabels, Counter>,
     latency: Family<CallLabels, Histogram>,
     refusals: Family<RefusalLabels, Counter>,
+    direct: Family<CallLabels, Counter>,
 }
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
@@ -69,6 +70,7 @@ impl Metrics {
             Histogram::new(BUCKETS.iter().copied())
         });
         let refusals = Family::<RefusalLabels, Counter>::default();
+        let direct = Family::<CallLabels, Counter>::default();
         let mut registry = Registry::with_prefix("aie_mcp");
         registry.register(
             "requests",
@@ -90,6 +92,11 @@ impl Metrics {
             "Requests the HTTP layers refused (token, Host, Origin, body), by status",
             refusals.clone(),
         );
+        registry.register(
+            "direct_calls",
+            "tools/call requests answered without rmcp's per-request service (aie_shared::direct), by tool",
+            direct.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry: Mutex::new(registry),
@@ -97,6 +104,7 @@ impl Metrics {
                 errors,
                 latency,
                 refusals,
+                direct,
             }),
         }
     }
@@ -139,6 +147,11 @@ impl Metrics {
             .refusals
             .get_or_create(&RefusalLabels { status })
             .inc();
+    }
+
+    /// Records a call answered on the direct path.
+    pub fn direct_call(&self, labels: &CallLabels) {
+        self.inner.direct.get_or_create(labels).inc();
     }
 
     /// The Prometheus text exposition.

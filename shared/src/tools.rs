@@ -213,6 +213,11 @@ impl ToolSet {
         self.tools.values().map(|(tool, _)| tool.clone()).collect()
     }
 
+    /// Whether `name` is declared.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tools.contains_key(name)
+    }
+
     /// One declaration.
     pub fn get(&self, name: &str) -> Option<Tool> {
         self.tools.get(name).map(|(tool, _)| tool.clone())

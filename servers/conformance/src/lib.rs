@@ -148,6 +148,10 @@ pub(crate) fn is_stateless(cx: &RequestContext<RoleServer>) -> bool {
         .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
 }
 
+/// The fixtures call back into the client (sampling, elicitation, progress), so every call
+/// goes through rmcp's per-request service.
+impl aie_shared::DirectCalls for ConformanceServer {}
+
 impl ServerHandler for ConformanceServer {
     fn get_info(&self) -> ServerConfig {
         #[allow(
