@@ -26,7 +26,7 @@ async fn serve_alone<H>(
     ready: http::ReadyCheck,
 ) -> anyhow::Result<ExitCode>
 where
-    H: ServerHandler + Clone + Send + Sync + 'static,
+    H: ServerHandler + aie_shared::DirectCalls + Clone + Send + Sync + 'static,
 {
     let listener = bind(listen).await?;
     let addr = listener.local_addr()?;

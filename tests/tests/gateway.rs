@@ -517,3 +517,117 @@ async fn the_guard_hides_refuses_and_hears_outcomes() {
     ];
     assert_eq!(outcomes, [expected.clone(), expected].concat());
 }
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct NoArgs {}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Said {
+    text: String,
+}
+impl aie_shared::ToolOutput for Said {
+    fn render(&self) -> String {
+        self.text.clone()
+    }
+}
+
+/// Plain tools named like the fixtures [`Strict`] decides on, in a `ToolServer`, whose
+/// 2026-07-28 calls the gateway answers on the direct path.
+fn plain_tools() -> aie_shared::ToolServer {
+    use aie_shared::{ToolError, ToolSet, ToolSpec};
+    let mut tools = ToolSet::new();
+    tools.add(
+        ToolSpec::read("test_simple_text", "Text", "Simple text"),
+        |_: NoArgs| async {
+            Ok(Said {
+                text: SIMPLE_TEXT.into(),
+            })
+        },
+    );
+    tools.add(
+        ToolSpec::read("test_image_content", "Image", "Refused by the guard"),
+        |_: NoArgs| async { Ok(Said { text: "ran".into() }) },
+    );
+    tools.add(
+        ToolSpec::read("test_error_handling", "Error", "Always fails"),
+        |_: NoArgs| async { Err::<Said, _>(ToolError::Failed("it failed".into())) },
+    );
+    aie_shared::ToolServer::new("plain", tools)
+}
+
+/// A call the gateway answers without rmcp's per-request service (an in-process tool,
+/// 2026-07-28) is guarded exactly like any other: refused with the guard's reason and never
+/// run, its outcome reported; the legacy era, on rmcp's path, gives the same answers, and
+/// the metrics show which calls went direct.
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_calls_through_the_gateway_are_guarded() {
+    use aie::gateway::{CallOutcome, ClientIdentity, ClientToken, Gateway, gateway_router};
+    let guard = Arc::new(Strict::default());
+    let gateway = Gateway::builder()
+        .in_process("plain", plain_tools(), false)
+        .client(
+            ClientToken::from_token(ClientIdentity::new("laptop", "owner"), TOKEN).expect("token"),
+        )
+        .shared_guard(guard.clone())
+        .build()
+        .await
+        .expect("gateway starts");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let opts = aie_shared::HttpOptions::new(addr);
+    let streams = tokio_util::sync::CancellationToken::new();
+    let metrics = aie_shared::Metrics::new();
+    let app = gateway_router(&gateway, &opts, metrics.clone(), streams.clone());
+    tokio::spawn(aie_shared::http::serve(
+        listener,
+        app,
+        None,
+        streams,
+        std::future::pending(),
+    ));
+    let url = format!("http://{addr}/mcp");
+    let direct = |tool: &str| {
+        let line = format!(
+            "aie_mcp_direct_calls_total{{method=\"tools/call\",tool=\"{tool}\"}} "
+        );
+        metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "0".into())
+    };
+    for (lifecycle, went_direct) in [(modern(), "1"), (legacy(), "1")] {
+        let client = client(&url, lifecycle, TOKEN).await;
+        let refused = call(&client, "test_image_content").await;
+        assert_eq!(refused.is_error, Some(true));
+        assert_eq!(text_of(&refused), "refused: laptop may not fetch images");
+        assert_eq!(
+            text_of(&call(&client, "test_simple_text").await),
+            SIMPLE_TEXT
+        );
+        let failed = call(&client, "test_error_handling").await;
+        assert_eq!(failed.is_error, Some(true));
+        assert_eq!(text_of(&failed), "test_error_handling: it failed");
+        client.cancel().await.expect("close");
+        // Only the modern calls went direct: the counts stay at 1 after the legacy round.
+        for tool in [
+            "test_image_content",
+            "test_simple_text",
+            "test_error_handling",
+        ] {
+            assert_eq!(direct(tool), went_direct, "{tool}\n{}", metrics.render());
+        }
+    }
+    let outcomes = guard.outcomes.lock().expect("unpoisoned").clone();
+    let expected = [
+        (
+            "test_simple_text".to_owned(),
+            CallOutcome::Result { is_error: false },
+        ),
+        (
+            "test_error_handling".to_owned(),
+            CallOutcome::Result { is_error: true },
+        ),
+    ];
+    assert_eq!(outcomes, [expected.clone(), expected].concat());
+}

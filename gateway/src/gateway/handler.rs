@@ -13,10 +13,12 @@
 )]
 
 use std::{
+    future::Future,
     sync::{Arc, OnceLock, PoisonError},
     time::Duration,
 };
 
+use aie_shared::direct::DirectFuture;
 use aie_shared::rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
@@ -24,11 +26,11 @@ use aie_shared::rmcp::{
         CancelTaskParams, CancelTaskRequest, ClientConfig, ClientRequest, CompleteRequest,
         CompleteRequestParams, CompleteResult, ContentBlock, GetPromptRequest,
         GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskRequest, GetTaskResult,
-        InitializeRequestParams, InitializeResult, ListPromptsResult, ListResourceTemplatesResult,
-        ListResourcesResult, ListToolsResult, PaginatedRequestParams, Prompt, ReadResourceRequest,
-        ReadResourceRequestParams, ReadResourceResponse, Reference, Resource, ResourceTemplate,
-        ServerConfig, SetLevelRequest, SetLevelRequestParams, SubscribeRequest,
-        SubscribeRequestParams, SubscriptionFilter, SubscriptionsListenRequest,
+        InitializeRequestParams, InitializeResult, JsonObject, ListPromptsResult,
+        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+        Prompt, ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, Reference,
+        Resource, ResourceTemplate, ServerConfig, SetLevelRequest, SetLevelRequestParams,
+        SubscribeRequest, SubscribeRequestParams, SubscriptionFilter, SubscriptionsListenRequest,
         SubscriptionsListenRequestParams, Tool, UnsubscribeRequest, UnsubscribeRequestParams,
         UpdateTaskParams, UpdateTaskRequest,
     },
@@ -43,6 +45,7 @@ use super::{
     catalog::Catalog,
     error::Failure,
     guard::{CallInfo, CallOutcome, ClientIdentity},
+    link::Link,
     lists::{Hints, ListKind, Page, list_pages},
     relay::Relay,
     state::Shared,
@@ -314,32 +317,8 @@ impl GatewayHandler {
         cx: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let client = identity_of(cx).ok_or_else(no_identity)?;
-        let exposed = request.name.to_string();
-        let Some((b, upstream_name)) = self.tool_route(&exposed).await else {
-            return self.call_unknown(&client, request).await;
-        };
-        let backend = self.backend(b).clone();
-        let info = CallInfo {
-            tool: exposed.clone(),
-            backend: backend.name.to_string(),
-            upstream_tool: upstream_name.clone(),
-            arguments: request.arguments.clone(),
-            retry_with_inputs: request.input_responses.is_some(),
-        };
-        let permit = match self.shared.guard.before(&client, &info).await {
-            Ok(permit) => permit,
-            Err(reason) => {
-                tracing::info!(client = %client.name, tool = %exposed, reason, "call refused");
-                return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                    "refused: {reason}"
-                ))])
-                .into());
-            }
-        };
-        let mut params = request;
-        params.name = upstream_name.into();
-        let forwarded = self
-            .forward(
+        self.guarded_call(&client, request, |b, backend, params| async move {
+            self.forward(
                 b,
                 ClientRequest::CallToolRequest(CallToolRequest::new(params)),
                 cx,
@@ -351,7 +330,49 @@ impl GatewayHandler {
                 }
                 Some("task") => typed(&backend.name, value).map(CallToolResponse::Task),
                 _ => typed(&backend.name, value).map(CallToolResponse::Complete),
-            });
+            })
+        })
+        .await
+    }
+
+    /// Routes a `tools/call` to its backend, lets the guard decide it, runs it through
+    /// `forward` (given the backend's index, the backend and the call under its upstream
+    /// name) when allowed, and reports the outcome to the guard.
+    async fn guarded_call<'a, F, Fut>(
+        &'a self,
+        client: &ClientIdentity,
+        request: CallToolRequestParams,
+        forward: F,
+    ) -> Result<CallToolResponse, ErrorData>
+    where
+        F: FnOnce(usize, Arc<Backend>, CallToolRequestParams) -> Fut,
+        Fut: Future<Output = Result<CallToolResponse, Failure>> + 'a,
+    {
+        let exposed = request.name.to_string();
+        let Some((b, upstream_name)) = self.tool_route(&exposed).await else {
+            return self.call_unknown(client, request).await;
+        };
+        let backend = self.backend(b).clone();
+        let info = CallInfo {
+            tool: exposed.clone(),
+            backend: backend.name.to_string(),
+            upstream_tool: upstream_name.clone(),
+            arguments: request.arguments.clone(),
+            retry_with_inputs: request.input_responses.is_some(),
+        };
+        let permit = match self.shared.guard.before(client, &info).await {
+            Ok(permit) => permit,
+            Err(reason) => {
+                tracing::info!(client = %client.name, tool = %exposed, reason, "call refused");
+                return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "refused: {reason}"
+                ))])
+                .into());
+            }
+        };
+        let mut params = request;
+        params.name = upstream_name.into();
+        let forwarded = forward(b, backend.clone(), params).await;
         let outcome = match &forwarded {
             Ok(CallToolResponse::Complete(result))
                 if backend.certifies_not_executed() && aie_shared::not_executed(result) =>
@@ -386,6 +407,61 @@ impl GatewayHandler {
             Ok(response) => Ok(response),
             Err(failure) => failure.into_tool_result().map(Into::into),
         }
+    }
+}
+
+/// A call of a tool whose backend runs in this process and answers it directly is routed,
+/// guarded and reported exactly as any other call, then made on the backend's handler
+/// without the MCP transport on either side. Calls to HTTP upstreams keep rmcp's path:
+/// their notifications (progress, logs) must reach the client on the call's stream.
+impl aie_shared::DirectCalls for GatewayHandler {
+    fn answers_directly(&self, tool: &str) -> bool {
+        let catalog = self.shared.catalog();
+        catalog
+            .tool(tool)
+            .is_some_and(|route| match &self.backend(route.backend).link {
+                Link::InProcess(hosted) => hosted.answers_directly(&route.upstream),
+                Link::Http { .. } => false,
+            })
+    }
+
+    fn call_directly<'a>(
+        &'a self,
+        tool: &'a str,
+        arguments: Option<JsonObject>,
+        parts: &'a http::request::Parts,
+    ) -> DirectFuture<'a> {
+        Box::pin(async move {
+            let client = parts
+                .extensions
+                .get::<ClientIdentity>()
+                .cloned()
+                .ok_or_else(no_identity)?;
+            let mut request = CallToolRequestParams::new(tool.to_owned());
+            request.arguments = arguments;
+            let response = self
+                .guarded_call(&client, request, |_, backend, params| async move {
+                    let Link::InProcess(hosted) = &backend.link else {
+                        return Err(Failure::Unavailable {
+                            backend: backend.name.to_string(),
+                            reason: "not in this process".into(),
+                        });
+                    };
+                    hosted
+                        .call_directly(&params.name, params.arguments, parts)
+                        .await
+                        .map(CallToolResponse::Complete)
+                        .map_err(Failure::Rpc)
+                })
+                .await?;
+            match response {
+                CallToolResponse::Complete(result) => Ok(result),
+                _ => Err(ErrorData::internal_error(
+                    "a direct call answered other than a result",
+                    None,
+                )),
+            }
+        })
     }
 }
 

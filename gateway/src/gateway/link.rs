@@ -7,9 +7,11 @@
 use std::{sync::Arc, time::Duration};
 
 use aie_shared::{
-    HttpOptions, Metrics,
+    DirectCalls, HttpOptions, Metrics,
+    direct::DirectFuture,
     rmcp::{
         ServerHandler, ServiceExt as _,
+        model::JsonObject,
         service::{ClientLifecycleMode, RoleClient, RunningService, serve_client_with_lifecycle},
         transport::{
             StreamableHttpClientTransport, async_rw::AsyncRwTransport,
@@ -34,6 +36,15 @@ pub trait Hosted: Send + Sync + 'static {
     fn router(&self) -> Router;
     /// Serves one legacy session on `io` until the gateway's end closes.
     fn serve_session(&self, io: tokio::io::DuplexStream);
+    /// Whether its handler answers calls of `tool` directly ([`DirectCalls`]).
+    fn answers_directly(&self, tool: &str) -> bool;
+    /// Calls `tool` on its handler directly, without the MCP transport.
+    fn call_directly<'a>(
+        &'a self,
+        tool: &'a str,
+        arguments: Option<JsonObject>,
+        parts: &'a http::request::Parts,
+    ) -> DirectFuture<'a>;
 }
 
 /// A hosted `ServerHandler`: every session gets a clone, as over HTTP.
@@ -44,10 +55,23 @@ struct HostedHandler<H> {
 
 impl<H> Hosted for HostedHandler<H>
 where
-    H: ServerHandler + Clone + Send + Sync + 'static,
+    H: ServerHandler + DirectCalls + Clone + Send + Sync + 'static,
 {
     fn router(&self) -> Router {
         self.router.clone()
+    }
+
+    fn answers_directly(&self, tool: &str) -> bool {
+        self.handler.answers_directly(tool)
+    }
+
+    fn call_directly<'a>(
+        &'a self,
+        tool: &'a str,
+        arguments: Option<JsonObject>,
+        parts: &'a http::request::Parts,
+    ) -> DirectFuture<'a> {
+        self.handler.call_directly(tool, arguments, parts)
     }
 
     fn serve_session(&self, io: tokio::io::DuplexStream) {
@@ -66,7 +90,7 @@ where
 /// Hosts `handler` in-process. `streams` closes its open streams when the gateway stops.
 pub fn host<H>(handler: H, streams: CancellationToken) -> Arc<dyn Hosted>
 where
-    H: ServerHandler + Clone + Send + Sync + 'static,
+    H: ServerHandler + DirectCalls + Clone + Send + Sync + 'static,
 {
     // The router is only ever called in-process, so its listen address is a placeholder;
     // its metrics are its own (the gateway's listener counts the client's requests).

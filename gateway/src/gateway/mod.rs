@@ -142,7 +142,7 @@ impl GatewayBuilder {
     /// gets a clone of it, as over HTTP).
     pub fn in_process<H>(mut self, name: &str, handler: H, prefix: bool) -> Self
     where
-        H: ServerHandler + Clone + Send + Sync + 'static,
+        H: ServerHandler + aie_shared::DirectCalls + Clone + Send + Sync + 'static,
     {
         let hosted = link::host(handler, self.streams.child_token());
         self.specs.push(Spec::Hosted {
