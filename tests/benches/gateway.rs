@@ -57,9 +57,10 @@ fn echo_server() -> ToolServer {
     ToolServer::new("bench", tools)
 }
 
-/// Starts the echo server and a gateway fronting it on a runtime of their own; returns
-/// (direct, gateway) addresses.
-fn start_servers() -> (SocketAddr, SocketAddr) {
+/// Starts the echo server, a gateway fronting it over HTTP and a gateway hosting another
+/// copy of it in-process (the embedded default of `aie up`), on a runtime of their own;
+/// returns their addresses.
+fn start_servers() -> (SocketAddr, SocketAddr, SocketAddr) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -102,7 +103,28 @@ fn start_servers() -> (SocketAddr, SocketAddr) {
                 streams,
                 std::future::pending(),
             ));
-            tx.send((direct_addr, front_addr))
+
+            let token = ClientToken::from_token(ClientIdentity::new("bench", "owner"), TOKEN)
+                .expect("token");
+            let hosting = Gateway::builder()
+                .in_process("echo", echo_server(), false)
+                .client(token)
+                .build()
+                .await
+                .expect("gateway starts");
+            let inner = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let inner_addr = inner.local_addr().expect("addr");
+            let opts = HttpOptions::new(inner_addr);
+            let streams = CancellationToken::new();
+            let router = gateway_router(&hosting, &opts, Metrics::new(), streams.clone());
+            tokio::spawn(http::serve(
+                inner,
+                router,
+                None,
+                streams,
+                std::future::pending(),
+            ));
+            tx.send((direct_addr, front_addr, inner_addr))
                 .expect("report addresses");
             std::future::pending::<()>().await;
         });
@@ -255,7 +277,7 @@ async fn measure(era: Era, addr: SocketAddr, connections: usize) -> Figures {
 
 fn main() {
     aie_shared::init_crypto();
-    let (direct, gateway) = start_servers();
+    let (direct, gateway, hosting) = start_servers();
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -266,7 +288,7 @@ fn main() {
         WARMUP.as_millis()
     );
     println!(
-        "{:<38} {:>10} {:>10} {:>10} {:>12} {:>8}",
+        "{:<50} {:>10} {:>10} {:>10} {:>12} {:>8}",
         "era / path", "p50 µs", "p99 µs", "req/s (1)", "req/s (8)", "errors"
     );
     for (era, label) in [
@@ -275,26 +297,37 @@ fn main() {
     ] {
         let mut p50s = Vec::new();
         let mut p99s = Vec::new();
-        for (path, addr) in [("direct", direct), ("gateway", gateway)] {
+        let mut direct_rps = 0.0;
+        for (path, addr) in [
+            ("direct", direct),
+            ("gateway, HTTP upstream", gateway),
+            ("gateway, in-process", hosting),
+        ] {
             let one = client.block_on(measure(era, addr, 1));
             let many = client.block_on(measure(era, addr, CONNECTIONS));
+            if path == "direct" {
+                direct_rps = many.rps;
+            }
             println!(
-                "{:<38} {:>10.0} {:>10.0} {:>10.0} {:>12.0} {:>8}",
+                "{:<50} {:>10.0} {:>10.0} {:>10.0} {:>12.0} {:>8}  ({:.0}% of direct)",
                 format!("{label}, {path}"),
                 one.p50_us,
                 one.p99_us,
                 one.rps,
                 many.rps,
-                one.errors + many.errors
+                one.errors + many.errors,
+                100.0 * many.rps / direct_rps
             );
             p50s.push(one.p50_us);
             p99s.push(one.p99_us);
         }
-        println!(
-            "{:<38} {:>10.0} {:>10.0}",
-            format!("{label}, added"),
-            p50s[1] - p50s[0],
-            p99s[1] - p99s[0]
-        );
+        for (i, path) in [(1, "HTTP upstream"), (2, "in-process")] {
+            println!(
+                "{:<50} {:>10.0} {:>10.0}",
+                format!("{label}, added ({path})"),
+                p50s[i] - p50s[0],
+                p99s[i] - p99s[0]
+            );
+        }
     }
 }

@@ -8,9 +8,13 @@
 use std::{
     net::SocketAddr,
     process::{Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use aie_shared::rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
 use aie_shared::{
     HttpOptions, Metrics, ToolOutput, ToolServer, ToolSet, ToolSpec, app, http, streamable_http,
 };
@@ -56,8 +60,9 @@ fn echo_server() -> ToolServer {
     ToolServer::new("bench", tools)
 }
 
-/// Starts both servers on a runtime of their own (its own threads), returns their addresses.
-fn start_servers() -> (SocketAddr, SocketAddr) {
+/// Starts the servers on a runtime of their own (its own threads); returns the addresses of
+/// aie, rmcp alone and the bare echo.
+fn start_servers() -> (SocketAddr, SocketAddr, SocketAddr) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -85,11 +90,30 @@ fn start_servers() -> (SocketAddr, SocketAddr) {
                 std::future::pending(),
             ));
 
+            // rmcp's own Streamable HTTP service with the same settings and none of aie's
+            // layers: the SDK's floor.
+            let raw = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let raw_addr = raw.local_addr().expect("addr");
+            let config = StreamableHttpServerConfig::default()
+                .with_legacy_session_mode(true)
+                .with_json_response(true)
+                .disable_allowed_hosts()
+                .disable_allowed_origins();
+            let server = echo_server();
+            let service = StreamableHttpService::new(
+                move || Ok(server.clone()),
+                Arc::new(LocalSessionManager::default()),
+                config,
+            );
+            let rmcp_only = Router::new().route_service("/mcp", service);
+            tokio::spawn(async move { axum::serve(raw, rmcp_only).await });
+
             let bare = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let bare_addr = bare.local_addr().expect("addr");
             let echo = Router::new().route("/echo", post(bare_echo));
             tokio::spawn(async move { axum::serve(bare, echo).await });
-            tx.send((aie_addr, bare_addr)).expect("report addresses");
+            tx.send((aie_addr, raw_addr, bare_addr))
+                .expect("report addresses");
             std::future::pending::<()>().await;
         });
     });
@@ -109,6 +133,7 @@ async fn bare_echo(Json(req): Json<Value>) -> Json<Value> {
 #[derive(Clone, Copy, Debug)]
 enum Mode {
     Stateless,
+    RmcpStateless,
     LegacySession,
     BareEcho,
 }
@@ -189,7 +214,7 @@ async fn connection(
         }
         sender.ready().await.expect("ready");
         let req = match mode {
-            Mode::Stateless => request(
+            Mode::Stateless | Mode::RmcpStateless => request(
                 addr,
                 "/mcp",
                 call_body(id, true),
@@ -308,7 +333,7 @@ fn idle_memory() {
 
 fn main() {
     aie_shared::init_crypto();
-    let (aie, bare) = start_servers();
+    let (aie, raw, bare) = start_servers();
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -326,6 +351,7 @@ fn main() {
     for (mode, addr, label) in [
         (Mode::BareEcho, bare, "bare axum JSON echo"),
         (Mode::Stateless, aie, "aie stateless JSON (2026-07-28)"),
+        (Mode::RmcpStateless, raw, "rmcp alone, stateless JSON"),
         (
             Mode::LegacySession,
             aie,
