@@ -450,15 +450,36 @@ impl aie::gateway::CallGuard for Strict {
     }
 }
 
-/// The guard decides what a client sees and may call, for an in-process backend too: a
-/// hidden tool is absent from the list, a refused call answers the guard's reason and
-/// never runs, and every forwarded call's outcome comes back to the guard.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_guard_hides_refuses_and_hears_outcomes() {
-    use aie::gateway::{CallOutcome, ClientIdentity, ClientToken, Gateway, gateway_router};
+impl Strict {
+    /// Two rounds (one per era) of: `test_simple_text` ok, `test_error_handling` failed; the
+    /// refused call never reported.
+    fn heard_two_rounds(&self) {
+        use aie::gateway::CallOutcome;
+        let outcomes = self.outcomes.lock().expect("unpoisoned").clone();
+        let expected = [
+            (
+                "test_simple_text".to_owned(),
+                CallOutcome::Result { is_error: false },
+            ),
+            (
+                "test_error_handling".to_owned(),
+                CallOutcome::Result { is_error: true },
+            ),
+        ];
+        assert_eq!(outcomes, [expected.clone(), expected].concat());
+    }
+}
+
+/// A gateway hosting `handler` in-process as `name`, guarded by [`Strict`], served on
+/// loopback: its URL, the guard and the listener's metrics.
+async fn strict_gateway<H>(name: &str, handler: H) -> (String, Arc<Strict>, aie_shared::Metrics)
+where
+    H: aie_shared::rmcp::ServerHandler + aie_shared::DirectCalls + Clone + Send + Sync + 'static,
+{
+    use aie::gateway::{ClientIdentity, ClientToken, Gateway, gateway_router};
     let guard = Arc::new(Strict::default());
     let gateway = Gateway::builder()
-        .in_process("fixtures", aie_conformance::server(), false)
+        .in_process(name, handler, false)
         .client(
             ClientToken::from_token(ClientIdentity::new("laptop", "owner"), TOKEN).expect("token"),
         )
@@ -470,7 +491,8 @@ async fn the_guard_hides_refuses_and_hears_outcomes() {
     let addr = listener.local_addr().expect("address");
     let opts = aie_shared::HttpOptions::new(addr);
     let streams = tokio_util::sync::CancellationToken::new();
-    let app = gateway_router(&gateway, &opts, aie_shared::Metrics::new(), streams.clone());
+    let metrics = aie_shared::Metrics::new();
+    let app = gateway_router(&gateway, &opts, metrics.clone(), streams.clone());
     tokio::spawn(aie_shared::http::serve(
         listener,
         app,
@@ -478,7 +500,15 @@ async fn the_guard_hides_refuses_and_hears_outcomes() {
         streams,
         std::future::pending(),
     ));
-    let url = format!("http://{addr}/mcp");
+    (format!("http://{addr}/mcp"), guard, metrics)
+}
+
+/// The guard decides what a client sees and may call, for an in-process backend too: a
+/// hidden tool is absent from the list, a refused call answers the guard's reason and
+/// never runs, and every forwarded call's outcome comes back to the guard.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guard_hides_refuses_and_hears_outcomes() {
+    let (url, guard, _) = strict_gateway("fixtures", aie_conformance::server()).await;
     for lifecycle in [legacy(), modern()] {
         let client = client(&url, lifecycle, TOKEN).await;
         let names: Vec<String> = client
@@ -504,18 +534,7 @@ async fn the_guard_hides_refuses_and_hears_outcomes() {
         assert_eq!(failed.is_error, Some(true));
         client.cancel().await.expect("close");
     }
-    let outcomes = guard.outcomes.lock().expect("unpoisoned").clone();
-    let expected = [
-        (
-            "test_simple_text".to_owned(),
-            CallOutcome::Result { is_error: false },
-        ),
-        (
-            "test_error_handling".to_owned(),
-            CallOutcome::Result { is_error: true },
-        ),
-    ];
-    assert_eq!(outcomes, [expected.clone(), expected].concat());
+    guard.heard_two_rounds();
 }
 
 #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -561,35 +580,9 @@ fn plain_tools() -> aie_shared::ToolServer {
 /// the metrics show which calls went direct.
 #[tokio::test(flavor = "multi_thread")]
 async fn direct_calls_through_the_gateway_are_guarded() {
-    use aie::gateway::{CallOutcome, ClientIdentity, ClientToken, Gateway, gateway_router};
-    let guard = Arc::new(Strict::default());
-    let gateway = Gateway::builder()
-        .in_process("plain", plain_tools(), false)
-        .client(
-            ClientToken::from_token(ClientIdentity::new("laptop", "owner"), TOKEN).expect("token"),
-        )
-        .shared_guard(guard.clone())
-        .build()
-        .await
-        .expect("gateway starts");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let opts = aie_shared::HttpOptions::new(addr);
-    let streams = tokio_util::sync::CancellationToken::new();
-    let metrics = aie_shared::Metrics::new();
-    let app = gateway_router(&gateway, &opts, metrics.clone(), streams.clone());
-    tokio::spawn(aie_shared::http::serve(
-        listener,
-        app,
-        None,
-        streams,
-        std::future::pending(),
-    ));
-    let url = format!("http://{addr}/mcp");
+    let (url, guard, metrics) = strict_gateway("plain", plain_tools()).await;
     let direct = |tool: &str| {
-        let line = format!(
-            "aie_mcp_direct_calls_total{{method=\"tools/call\",tool=\"{tool}\"}} "
-        );
+        let line = format!("aie_mcp_direct_calls_total{{method=\"tools/call\",tool=\"{tool}\"}} ");
         metrics
             .render()
             .lines()
@@ -618,16 +611,5 @@ async fn direct_calls_through_the_gateway_are_guarded() {
             assert_eq!(direct(tool), went_direct, "{tool}\n{}", metrics.render());
         }
     }
-    let outcomes = guard.outcomes.lock().expect("unpoisoned").clone();
-    let expected = [
-        (
-            "test_simple_text".to_owned(),
-            CallOutcome::Result { is_error: false },
-        ),
-        (
-            "test_error_handling".to_owned(),
-            CallOutcome::Result { is_error: true },
-        ),
-    ];
-    assert_eq!(outcomes, [expected.clone(), expected].concat());
+    guard.heard_two_rounds();
 }
