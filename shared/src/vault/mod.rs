@@ -89,6 +89,15 @@ impl Vault {
         self.lease
     }
 
+    /// Makes every change made so far in the vault durable (one `syncfs(2)` on Linux).
+    ///
+    /// The moves of task files are not synced when made; the sync flushes before git records
+    /// anything, so what a commit records is on disk first. A caller that answers for a
+    /// change without a sync behind it (a vault without git) flushes before it answers.
+    pub fn flush(&self) -> Result<(), VaultError> {
+        fsio::flush_filesystem(&self.root).map_err(|e| self.io(&self.root, e))
+    }
+
     /// `path` relative to the root with `/` separators: how files are named in messages.
     pub(crate) fn rel(&self, path: &Path) -> String {
         let inner = path.strip_prefix(&self.root).unwrap_or(path);
