@@ -95,7 +95,10 @@ impl Vault {
     /// anything, so what a commit records is on disk first. A caller that answers for a
     /// change without a sync behind it (a vault without git) flushes before it answers.
     pub fn flush(&self) -> Result<(), VaultError> {
-        fsio::flush_filesystem(&self.root).map_err(|e| self.io(&self.root, e))
+        fsio::flush_filesystem(&self.root).map_err(|source| VaultError::Flush {
+            path: self.root.clone(),
+            source,
+        })
     }
 
     /// `path` relative to the root with `/` separators: how files are named in messages.
