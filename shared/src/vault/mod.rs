@@ -91,9 +91,10 @@ impl Vault {
 
     /// Makes every change made so far in the vault durable (one `syncfs(2)` on Linux).
     ///
-    /// The moves of task files are not synced when made; the sync flushes before git records
-    /// anything, so what a commit records is on disk first. A caller that answers for a
-    /// change without a sync behind it (a vault without git) flushes before it answers.
+    /// Claims, releases and completions sync their file's content but leave their renames to
+    /// this flush, which the sync makes before git records anything (`specs/vault.md`,
+    /// "Durability"). A caller that answers for a change without a sync behind it (a vault
+    /// without git) flushes before it answers.
     pub fn flush(&self) -> Result<(), VaultError> {
         fsio::flush_filesystem(&self.root).map_err(|source| VaultError::Flush {
             path: self.root.clone(),
