@@ -115,12 +115,19 @@ impl Vault {
     }
 
     /// The agents whose `In_Progress/` folder holds this task (normally none or one).
+    ///
+    /// Every claim attempt asks this, the losers of a race only this, so it costs one `lstat`
+    /// per agent: [`Vault::agents`] lists only real folders (no links) of a real
+    /// `In_Progress/`, which is what [`Vault::is_plain_file`] would check again per agent.
     pub(crate) fn holders(&self, id: &TaskId) -> Result<Vec<AgentName>, VaultError> {
         let name = id.file_name();
         Ok(self
             .agents()?
             .into_iter()
-            .filter(|agent| self.is_plain_file(&self.in_progress_dir(agent).join(&name)))
+            .filter(|agent| {
+                fs::symlink_metadata(self.in_progress_dir(agent).join(&name))
+                    .is_ok_and(|m| m.is_file())
+            })
             .collect())
     }
 

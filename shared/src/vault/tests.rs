@@ -865,3 +865,27 @@ fn vault_claim_leaves_no_temp_and_flush_succeeds() {
     assert!(temps.is_empty(), "{temps:?}");
     assert!(vault.check().expect("check").is_empty());
 }
+
+/// An agent folder that is a link holds nothing: a task file behind it makes nobody its
+/// holder, so the task is claimed normally, and `check` names the link.
+#[cfg(unix)]
+#[test]
+fn vault_linked_agent_folder_holds_nothing() {
+    let (dir, vault) = new_vault();
+    let ids = seed(&vault, 1);
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).expect("outside");
+    let copy = vault.needs_action_dir(Domain::Email).join("t00000.md");
+    fs::copy(&copy, outside.join("t00000.md")).expect("bait");
+    let linked = vault.in_progress_root().join("mallory");
+    std::os::unix::fs::symlink(&outside, &linked).expect("link");
+
+    let claim = vault.claim(&ids[0], &agent("cloud")).expect("claim");
+    assert_eq!(claim.owner, agent("cloud"));
+    let findings = vault.check().expect("check");
+    let want = Finding::Symlink {
+        path: "In_Progress/mallory".into(),
+    };
+    assert!(findings.contains(&want), "{findings:#?}");
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+}
