@@ -69,6 +69,26 @@ impl VaultClaim {
         }
     }
 
+    /// Runs a change of a task's state (claim, release, complete) like
+    /// [`VaultClaim::blocking`]. On a vault without git no sync will flush it before it counts,
+    /// so the vault is flushed before the answer: a change answered survives a crash. On a
+    /// synced vault the sync flushes before it commits (`specs/vault.md`, "Durability").
+    async fn changing<T, F>(&self, work: F) -> Result<T, ToolError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Vault, &AgentName) -> Result<T, VaultError> + Send + 'static,
+    {
+        let unsynced = self.replica.is_none();
+        self.blocking(move |vault, agent| {
+            let done = work(vault, agent)?;
+            if unsynced {
+                vault.flush()?;
+            }
+            Ok(done)
+        })
+        .await
+    }
+
     /// Runs blocking replica work off the runtime; a sync error becomes the tool's error text.
     async fn on_replica<T, F>(replica: Arc<Replica>, work: F) -> Result<T, ToolError>
     where
@@ -356,7 +376,7 @@ pub fn tools(state: VaultClaim) -> ToolSet {
                 let id = args.task_id;
                 let task_id = id.to_string();
                 let path = st
-                    .blocking(move |vault, agent| vault.release(&id, agent))
+                    .changing(move |vault, agent| vault.release(&id, agent))
                     .await?;
                 Ok(Moved { task_id, path })
             }
@@ -377,7 +397,7 @@ pub fn tools(state: VaultClaim) -> ToolSet {
                 let task_id = id.to_string();
                 let note = args.note;
                 let path = st
-                    .blocking(move |vault, agent| vault.complete(&id, agent, note.as_deref()))
+                    .changing(move |vault, agent| vault.complete(&id, agent, note.as_deref()))
                     .await?;
                 Ok(Moved { task_id, path })
             }
@@ -469,7 +489,7 @@ impl ToolOutput for ReplicaStatus {}
 
 /// A claim on this machine only (no sync).
 async fn claim_here(st: &VaultClaim, id: TaskId) -> Result<Claimed, ToolError> {
-    st.blocking(move |vault, agent| match vault.claim(&id, agent) {
+    st.changing(move |vault, agent| match vault.claim(&id, agent) {
         Ok(claim) => Ok(Claimed {
             task_id: claim.task_id.to_string(),
             owner: claim.owner.to_string(),

@@ -6,6 +6,11 @@
 //! source gone, looks again, and is told which agent won. The folder a task is in is the
 //! truth about who holds it; `owner`, `claimed_at` and `lease_until` in the front matter are
 //! written after the move, for people and for stale-lease checks.
+//!
+//! Durability: a claim costs one data sync (the stamped file's content, before it is renamed
+//! into place). Its renames become durable at the next [`Vault::flush`], which the sync makes
+//! before git records the claim; a crash before then can lose only a claim that never
+//! counted, and never leaves a torn or empty task file (`specs/vault.md`, "Durability").
 
 use std::fs;
 
@@ -110,12 +115,19 @@ impl Vault {
     }
 
     /// The agents whose `In_Progress/` folder holds this task (normally none or one).
+    ///
+    /// Every claim attempt asks this, the losers of a race only this, so it costs one `lstat`
+    /// per agent: [`Vault::agents`] lists only real folders (no links) of a real
+    /// `In_Progress/`, which is what [`Vault::is_plain_file`] would check again per agent.
     pub(crate) fn holders(&self, id: &TaskId) -> Result<Vec<AgentName>, VaultError> {
         let name = id.file_name();
         Ok(self
             .agents()?
             .into_iter()
-            .filter(|agent| self.is_plain_file(&self.in_progress_dir(agent).join(&name)))
+            .filter(|agent| {
+                fs::symlink_metadata(self.in_progress_dir(agent).join(&name))
+                    .is_ok_and(|m| m.is_file())
+            })
             .collect())
     }
 
@@ -299,13 +311,15 @@ impl Vault {
         })
     }
 
-    /// Replaces a task file the caller owns with the task's new text.
+    /// Replaces a task file the caller owns with the task's new text: whole before it is
+    /// renamed into place, the rename itself durable at the next [`Vault::flush`], like the
+    /// moves around it.
     fn rewrite(&self, path: &std::path::Path, task: &Task) -> Result<(), VaultError> {
         let text = task.render().map_err(|reason| VaultError::Encode {
             path: self.rel(path),
             reason,
         })?;
-        fsio::write_replacing(path, text.as_bytes()).map_err(|e| self.io(path, e))
+        fsio::write_replacing_unflushed(path, text.as_bytes()).map_err(|e| self.io(path, e))
     }
 
     /// Claims whose lease ended before `now`; broken files are skipped (`check` lists them).

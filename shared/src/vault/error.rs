@@ -137,6 +137,16 @@ pub enum VaultError {
         reason: String,
     },
 
+    /// The vault could not be flushed to disk (a write-back error): nothing that needed the
+    /// flush went ahead.
+    #[error("{}: flushing the vault to disk failed: {source}", path.display())]
+    Flush {
+        /// The vault's root.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+
     /// A filesystem error on a named path.
     #[error("{path}: {source}")]
     Io {

@@ -1,11 +1,14 @@
 //! `init`, `check` and `repair`: laying out a vault, finding what breaks its invariants, and
-//! fixing only what is safe to fix. Nothing here deletes or rewrites a task or approval file.
+//! fixing only what is safe to fix. Nothing here deletes or rewrites a task or approval file;
+//! the one thing `repair` removes is a temporary file that a crash left and that holds nothing
+//! the task beside it does not.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt, fs,
     io::{self, Write},
     path::{Path, PathBuf},
+    time::{Duration, SystemTime},
 };
 
 use chrono::{DateTime, Utc};
@@ -21,6 +24,11 @@ use super::{
     store::{Place, stem_id},
     task::now,
 };
+
+/// How old a temporary file must be, besides its writer being gone, before `repair` may take
+/// it for abandoned: a claim's write lasts milliseconds, and the age also covers a writer in
+/// another PID namespace (a container sharing the vault) whose PID means nothing here.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 
 /// The marker file that makes git keep an empty folder.
 const GITKEEP: &str = ".gitkeep";
@@ -101,6 +109,25 @@ pub enum Finding {
         /// The file.
         path: String,
     },
+    /// A temporary file left by a claim's (or release's) rewrite that a crash interrupted:
+    /// its writer is gone, and it differs from the whole task file beside it only in
+    /// `owner`, `claimed_at` and `lease_until`, so it holds no work. `repair` removes it.
+    AbandonedClaimTemp {
+        /// The temporary file.
+        path: String,
+        /// The task file beside it, which stays as it is.
+        task: String,
+    },
+    /// A task held in `In_Progress/<agent>/` with no `lease_until`: a claim whose lease a
+    /// crash kept from being written (or a release or completion it interrupted), or a file
+    /// moved there by hand. No lease never runs out, so it is listed; `release_stale` may
+    /// give it back.
+    UnleasedClaim {
+        /// The task's file.
+        path: String,
+        /// The agent whose folder holds it.
+        owner: AgentName,
+    },
     /// A claim whose lease ran out.
     StaleLease {
         /// The task's file.
@@ -120,6 +147,7 @@ impl Finding {
             Finding::MissingFolder { .. }
                 | Finding::MissingGitignoreLine { .. }
                 | Finding::MissingDashboard
+                | Finding::AbandonedClaimTemp { .. }
         )
     }
 }
@@ -180,6 +208,17 @@ impl fmt::Display for Finding {
             Finding::LeftoverTempFile { path } => {
                 write!(f, "{path}: temporary file left by an interrupted write")
             }
+            Finding::AbandonedClaimTemp { path, task } => write!(
+                f,
+                "{path}: temporary file of a claim a crash interrupted; {task} is whole and \
+                 this copy differs only in owner and lease"
+            ),
+            Finding::UnleasedClaim { path, owner } => write!(
+                f,
+                "{path}: held by `{owner}` with no lease recorded (a claim, release or \
+                 completion interrupted by a crash, or a file moved by hand); it never goes \
+                 stale by itself"
+            ),
             Finding::StaleLease {
                 path,
                 owner,
@@ -234,8 +273,9 @@ impl Vault {
         Ok(findings)
     }
 
-    /// Fixes the safe findings (missing folders, `.gitignore` lines, `Dashboard.md`) and
-    /// lists the rest; never deletes anything.
+    /// Fixes the safe findings (missing folders, `.gitignore` lines, `Dashboard.md`, the
+    /// temporary files of interrupted claims) and lists the rest; never deletes, moves or
+    /// rewrites a task or approval file.
     pub fn repair(&self) -> Result<RepairReport, VaultError> {
         let mut report = RepairReport::default();
         for finding in self.check()? {
@@ -255,6 +295,13 @@ impl Vault {
             Finding::MissingFolder { path } => self.ensure_folder(Path::new(path)),
             Finding::MissingGitignoreLine { .. } => self.ensure_gitignore(),
             Finding::MissingDashboard => self.ensure_file(Path::new(DASHBOARD), DASHBOARD_SEED),
+            Finding::AbandonedClaimTemp { path, .. } => {
+                let temp = self.root.join(path);
+                match fs::remove_file(&temp) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.io(&temp, e)),
+                    _ => Ok(()),
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -379,7 +426,26 @@ impl Vault {
             }
         }
         self.check_agent_folders(findings)?;
+        self.check_unleased(findings)?;
         Ok(places.into_keys().collect())
+    }
+
+    /// Held tasks with no lease; broken files are listed as such already.
+    fn check_unleased(&self, findings: &mut Vec<Finding>) -> Result<(), VaultError> {
+        for agent in self.agents()? {
+            for path in self.markdown_files(&self.in_progress_dir(&agent))? {
+                if self
+                    .load_found(&path)
+                    .is_ok_and(|task| task.meta.lease_until.is_none())
+                {
+                    findings.push(Finding::UnleasedClaim {
+                        path: self.rel(&path),
+                        owner: agent.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Folders under `In_Progress/` that are not valid agent names.
@@ -474,7 +540,12 @@ impl Vault {
             dirs.push(self.root.join(parent));
         }
         dirs.extend(Self::layout_dirs().into_iter().map(|d| self.root.join(d)));
-        dirs.extend(self.agents()?.iter().map(|a| self.in_progress_dir(a)));
+        let agent_dirs: Vec<PathBuf> = self
+            .agents()?
+            .iter()
+            .map(|a| self.in_progress_dir(a))
+            .collect();
+        dirs.extend(agent_dirs.iter().cloned());
         for dir in dirs {
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
@@ -486,10 +557,67 @@ impl Vault {
                 if entry.file_type().is_ok_and(|t| t.is_symlink()) {
                     findings.push(Finding::Symlink { path });
                 } else if name.starts_with('.') && name.ends_with(fsio::TEMP_SUFFIX) {
-                    findings.push(Finding::LeftoverTempFile { path });
+                    let abandoned = agent_dirs
+                        .contains(&dir)
+                        .then(|| self.abandoned_claim_temp(&dir, &name))
+                        .flatten();
+                    findings.push(match abandoned {
+                        Some(task) => Finding::AbandonedClaimTemp { path, task },
+                        None => Finding::LeftoverTempFile { path },
+                    });
                 }
             }
         }
         Ok(())
     }
+}
+
+impl Vault {
+    /// The task file beside a temporary file in an agent's folder, when that temporary file is
+    /// a claim's rewrite that a crash left: its writer is gone, and it is the same task as the
+    /// whole file beside it apart from `owner`, `claimed_at` and `lease_until`. Anything else
+    /// (a completion's note, a file that does not parse, a live writer) is `None`.
+    fn abandoned_claim_temp(&self, dir: &Path, name: &str) -> Option<String> {
+        let (target, pid) = temp_target(name)?;
+        let temp = dir.join(name);
+        let modified = fs::symlink_metadata(&temp).ok()?.modified().ok()?;
+        let old = SystemTime::now()
+            .duration_since(modified)
+            .is_ok_and(|age| age >= ABANDONED_AFTER);
+        if !old || !writer_gone(pid) {
+            return None;
+        }
+        let task_path = dir.join(target);
+        let id = stem_id(&task_path).ok()?;
+        let task = self.load(&task_path, &id).ok()?;
+        let copy = self.load(&temp, &id).ok()?;
+        let unclaimed = |mut t: super::Task| {
+            t.meta.clear_claim();
+            t
+        };
+        (unclaimed(task) == unclaimed(copy)).then(|| self.rel(&task_path))
+    }
+}
+
+/// The file a temporary file `.<name>.<pid>.<n>.tmp` was to become, and its writer's PID.
+fn temp_target(temp_name: &str) -> Option<(&str, u32)> {
+    let inner = temp_name
+        .strip_prefix('.')?
+        .strip_suffix(fsio::TEMP_SUFFIX)?;
+    let mut parts = inner.rsplitn(3, '.');
+    let _n: u64 = parts.next()?.parse().ok()?;
+    let pid: u32 = parts.next()?.parse().ok()?;
+    let target = parts.next().filter(|t| t.ends_with(".md"))?;
+    Some((target, pid))
+}
+
+/// Whether the process that wrote a temporary file has ended. Only Linux can tell (from
+/// `/proc`); elsewhere a writer is taken to be alive, so nothing is removed.
+fn writer_gone(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return false;
+    }
+    cfg!(any(target_os = "linux", target_os = "android"))
+        && Path::new("/proc/self").exists()
+        && !Path::new("/proc").join(pid.to_string()).exists()
 }

@@ -89,6 +89,19 @@ impl Vault {
         self.lease
     }
 
+    /// Makes every change made so far in the vault durable (one `syncfs(2)` on Linux).
+    ///
+    /// Claims, releases and completions sync their file's content but leave their renames to
+    /// this flush, which the sync makes before git records anything (`specs/vault.md`,
+    /// "Durability"). A caller that answers for a change without a sync behind it (a vault
+    /// without git) flushes before it answers.
+    pub fn flush(&self) -> Result<(), VaultError> {
+        fsio::flush_filesystem(&self.root).map_err(|source| VaultError::Flush {
+            path: self.root.clone(),
+            source,
+        })
+    }
+
     /// `path` relative to the root with `/` separators: how files are named in messages.
     pub(crate) fn rel(&self, path: &Path) -> String {
         let inner = path.strip_prefix(&self.root).unwrap_or(path);

@@ -184,8 +184,9 @@ impl Vault {
         Ok(files)
     }
 
-    /// The agents with a folder under `In_Progress/` (folders that are no valid name are
-    /// skipped here and reported by `check`).
+    /// The agents with a real folder under a real `In_Progress/`: an entry's own type is read,
+    /// so a link is never taken for a folder (folders that are no valid name are skipped here
+    /// and reported by `check`).
     pub(crate) fn agents(&self) -> Result<Vec<AgentName>, VaultError> {
         let root = self.in_progress_root();
         if !self.is_real_dir(&root) {

@@ -732,3 +732,160 @@ fn vault_symlinks_are_never_followed() {
     }
     assert_eq!(before, snapshot(&outside));
 }
+
+/// Lays out on disk what a crash can leave of claims (see `specs/vault.md`, "Durability"):
+/// `check` names the unleased claim and tells the abandoned claim temporary file from every
+/// other leftover; `repair` removes only that one, and no task file changes.
+#[test]
+fn vault_check_and_repair_handle_an_interrupted_claim() {
+    let (dir, vault) = new_vault();
+    let ids = seed(&vault, 2);
+    let cloud = agent("cloud");
+    let held = vault.in_progress_dir(&cloud);
+    fs::create_dir_all(&held).expect("agent folder");
+    // Task 0: the claim's move reached the disk, its stamp did not.
+    let task_path = held.join("t00000.md");
+    fs::rename(
+        vault.needs_action_dir(Domain::Email).join("t00000.md"),
+        &task_path,
+    )
+    .expect("move");
+    let original = vault.load(&task_path, &ids[0]).expect("load");
+    let stamped = |task: &Task| {
+        let mut task = task.clone();
+        task.meta.owner = Some(cloud.clone());
+        task.meta.claimed_at = Some(task::now());
+        task.meta.lease_until = Some(task::now() + TimeDelta::minutes(30));
+        task.render().expect("render")
+    };
+    // A PID above Linux's limit (2^22) is never running.
+    let dead = 4_194_305;
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    let leftover = |name: &str, text: &str, modified| {
+        let path = held.join(name);
+        fs::write(&path, text).expect("temp");
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(modified))
+            .expect("mtime");
+        path
+    };
+    let abandoned = leftover(
+        &format!(".t00000.md.{dead}.7.tmp"),
+        &stamped(&original),
+        long_ago,
+    );
+    // Not removable: a completion's note, a torn copy, a live writer, a fresh file.
+    let mut completed = original.clone();
+    completed.meta.note = Some("sent the reply".into());
+    leftover(
+        &format!(".t00000.md.{dead}.8.tmp"),
+        &stamped(&completed),
+        long_ago,
+    );
+    let full = stamped(&original);
+    leftover(
+        &format!(".t00000.md.{dead}.9.tmp"),
+        &full[..full.len() - 5],
+        long_ago,
+    );
+    let me = std::process::id();
+    leftover(&format!(".t00000.md.{me}.10.tmp"), &full, long_ago);
+    leftover(
+        &format!(".t00000.md.{dead}.11.tmp"),
+        &full,
+        std::time::SystemTime::now(),
+    );
+
+    let findings = vault.check().expect("check");
+    let unleased = Finding::UnleasedClaim {
+        path: "In_Progress/cloud/t00000.md".into(),
+        owner: cloud.clone(),
+    };
+    let removable = Finding::AbandonedClaimTemp {
+        path: format!("In_Progress/cloud/.t00000.md.{dead}.7.tmp"),
+        task: "In_Progress/cloud/t00000.md".into(),
+    };
+    assert!(findings.contains(&unleased), "{findings:#?}");
+    assert!(findings.contains(&removable), "{findings:#?}");
+    let kept: BTreeSet<String> = findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::LeftoverTempFile { path } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    let want: BTreeSet<String> = [
+        format!(".t00000.md.{dead}.8.tmp"),
+        format!(".t00000.md.{dead}.9.tmp"),
+        format!(".t00000.md.{me}.10.tmp"),
+        format!(".t00000.md.{dead}.11.tmp"),
+    ]
+    .into_iter()
+    .map(|n| format!("In_Progress/cloud/{n}"))
+    .collect();
+    assert_eq!(kept, want);
+    assert_eq!(findings.len(), 2 + want.len(), "{findings:#?}");
+
+    let mut before = snapshot(dir.path());
+    let report = vault.repair().expect("repair");
+    assert_eq!(report.fixed, vec![removable]);
+    assert!(!abandoned.exists());
+    before.remove(&abandoned);
+    assert_eq!(before, snapshot(dir.path()), "only the abandoned copy went");
+
+    // The agent claims again: the lease is written and the claim no longer unleased.
+    let claim = vault.claim(&ids[0], &cloud).expect("claim again");
+    assert!(claim.renewed);
+    assert!(!vault.check().expect("check").contains(&unleased));
+    assert_eq!(
+        vault.read_task(&ids[0]).expect("read").task.body,
+        body_of(&ids[0])
+    );
+}
+
+/// A claim leaves no temporary file behind, and `flush` succeeds on the vault.
+#[test]
+fn vault_claim_leaves_no_temp_and_flush_succeeds() {
+    let (dir, vault) = new_vault();
+    let ids = seed(&vault, 3);
+    for id in &ids {
+        vault.claim(id, &agent("cloud")).expect("claim");
+    }
+    vault
+        .complete(&ids[0], &agent("cloud"), Some("done"))
+        .expect("complete");
+    vault.release(&ids[1], &agent("cloud")).expect("release");
+    vault.flush().expect("flush");
+    let temps: Vec<_> = snapshot(dir.path())
+        .into_keys()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+    assert!(vault.check().expect("check").is_empty());
+}
+
+/// An agent folder that is a link holds nothing: a task file behind it makes nobody its
+/// holder, so the task is claimed normally, and `check` names the link.
+#[cfg(unix)]
+#[test]
+fn vault_linked_agent_folder_holds_nothing() {
+    let (dir, vault) = new_vault();
+    let ids = seed(&vault, 1);
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).expect("outside");
+    let copy = vault.needs_action_dir(Domain::Email).join("t00000.md");
+    fs::copy(&copy, outside.join("t00000.md")).expect("bait");
+    let linked = vault.in_progress_root().join("mallory");
+    std::os::unix::fs::symlink(&outside, &linked).expect("link");
+
+    let claim = vault.claim(&ids[0], &agent("cloud")).expect("claim");
+    assert_eq!(claim.owner, agent("cloud"));
+    let findings = vault.check().expect("check");
+    let want = Finding::Symlink {
+        path: "In_Progress/mallory".into(),
+    };
+    assert!(findings.contains(&want), "{findings:#?}");
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+}

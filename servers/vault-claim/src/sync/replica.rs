@@ -32,6 +32,8 @@ mod exchange;
 use exchange::{count_commits, locate, tree_has};
 
 mod setup;
+#[cfg(test)]
+mod tests;
 use setup::{
     DirState, check_branch, checked_kind, clone_into, configured_url, init_repo, probe, set_origin,
 };
@@ -54,6 +56,9 @@ pub struct Replica {
     zone: Zone,
     /// The repository and sync state; the lock serialises this replica's git work.
     git: Mutex<Git>,
+    /// Makes the vault durable before `main` moves ([`Vault::flush`]); a field so tests can
+    /// watch when it runs.
+    flush: fn(&Vault) -> Result<(), VaultError>,
 }
 
 /// The repository and what the replica remembers between syncs.
@@ -153,6 +158,7 @@ impl Replica {
                 pending: BTreeSet::new(),
                 carry: SyncReport::default(),
             }),
+            flush: Vault::flush,
         };
         if first_sync {
             // Commit and push the new or adopted vault. Failing here is not fatal: the

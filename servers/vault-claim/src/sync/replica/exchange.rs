@@ -44,7 +44,8 @@ impl Replica {
         Ok(())
     }
 
-    /// Commits `tree` on `main` unless it is what `main` already holds.
+    /// Commits `tree` on `main` unless it is what `main` already holds; the vault is flushed
+    /// before `main` moves (see [`Replica::move_main`]).
     pub(super) fn commit(
         &self,
         git: &mut Git,
@@ -66,9 +67,32 @@ impl Replica {
         let sig = signature(self.agent.as_str()).map_err(gitx("commit"))?;
         let parents: Vec<_> = parent.iter().collect();
         let message = format!("aie {}: {what}", self.agent);
-        repo.commit(Some(BRANCH), &sig, &sig, &message, &tree, &parents)
-            .map(Some)
-            .map_err(gitx("commit"))
+        let commit = repo
+            .commit(None, &sig, &sig, &message, &tree, &parents)
+            .map_err(gitx("commit"))?;
+        self.move_main(repo, head, commit, &format!("commit: {what}"))?;
+        Ok(Some(commit))
+    }
+
+    /// Moves `main` from `from` to `to`, flushing the vault first.
+    ///
+    /// What `to` records was read from the working tree (or checked out into it) before this
+    /// call, and its objects are written; the flush puts all of that on disk before `main`
+    /// says so. A crash can then leave `main` behind the files, never ahead of them, so the
+    /// next commit only records later changes and never undoes a claim or a merge that `main`
+    /// (and perhaps the remote) already holds (`specs/sync.md`, "Durability").
+    pub(super) fn move_main(
+        &self,
+        repo: &Repository,
+        from: Option<Oid>,
+        to: Oid,
+        log: &str,
+    ) -> Result<(), SyncError> {
+        (self.flush)(&self.vault)?;
+        // Only this replica moves `main`, under its lock; the compare guards that anyway.
+        repo.reference_matching(BRANCH, to, true, from.unwrap_or(Oid::ZERO_SHA1), log)
+            .map(drop)
+            .map_err(SyncError::git("update main", self.vault.root()))
     }
 
     /// Fetch, merge and push until the remote holds this replica's commits, at most
@@ -242,7 +266,8 @@ impl Replica {
         self.check_out(git, commit, report)
     }
 
-    /// Checks `commit` out into the working tree and moves `main` to it.
+    /// Checks `commit` out into the working tree and moves `main` to it, once the files are
+    /// flushed to disk ([`Replica::move_main`]).
     ///
     /// Safe mode: a file that differs from the last commit is never overwritten or deleted,
     /// and neither is an ignored file. Local changes are committed before any merge, so
@@ -273,16 +298,15 @@ impl Replica {
         repo.checkout_tree(tree.as_object(), Some(&mut options))
             .map_err(gitx("checkout"))?;
         drop(options);
-        repo.reference(BRANCH, commit, true, "aie: sync")
-            .map_err(gitx("update main"))?;
+        for path in skipped.into_inner() {
+            self.set_aside(repo, &tree, &path, report)?;
+        }
+        self.move_main(repo, ref_target(repo, BRANCH), commit, "aie: sync")?;
         // The index follows the new commit; entries whose blob did not change keep their
         // stat, so the next status does not read unchanged files again.
         let mut index = repo.index().map_err(gitx("index"))?;
         index.read_tree(&tree).map_err(gitx("index"))?;
         index.write().map_err(gitx("index write"))?;
-        for path in skipped.into_inner() {
-            self.set_aside(repo, &tree, &path, report)?;
-        }
         Ok(())
     }
 

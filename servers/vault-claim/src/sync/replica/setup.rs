@@ -3,7 +3,7 @@
 
 use std::{fs, io, path::Path};
 
-use aie_shared::vault::VaultError;
+use aie_shared::vault::{Vault, VaultError};
 use git2::{Oid, Repository, RepositoryInitOptions, build::CheckoutBuilder};
 
 use crate::sync::{
@@ -139,12 +139,19 @@ pub(super) fn clone_into(
                 reason: "the fetch brought no `main`".to_owned(),
             })?;
             let gitx = |action| SyncError::git(action, root);
-            repo.reference(BRANCH, tip, true, "aie: clone")
+            // Files first, flushed, then `main`: a crash never leaves `main` naming files the
+            // disk lost, which the next commit would record as deleted.
+            let tree = repo
+                .find_commit(tip)
+                .and_then(|c| c.tree())
                 .map_err(gitx("clone"))?;
             let mut options = CheckoutBuilder::new();
             options.force();
-            repo.checkout_head(Some(&mut options))
+            repo.checkout_tree(tree.as_object(), Some(&mut options))
                 .map_err(gitx("checkout"))?;
+            Vault::open(root).and_then(|v| v.flush())?;
+            repo.reference(BRANCH, tip, true, "aie: clone")
+                .map_err(gitx("clone"))?;
         }
         Ok(repo)
     };
