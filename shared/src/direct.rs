@@ -10,16 +10,32 @@
 //! this path only takes requests it can answer exactly as rmcp would.
 //!
 //! A request takes this path only when all of these hold; otherwise it falls through:
-//! - one `MCP-Protocol-Version: 2026-07-28`, one `Mcp-Method: tools/call`, one
-//!   `Mcp-Name`, one `Host`, no `Mcp-Param-*` header;
-//! - `Content-Type` is `application/json` and `Accept` lists both `application/json` and
-//!   `text/event-stream`, without parameters;
-//! - the body is exactly `{jsonrpc: "2.0", id, method: "tools/call", params: {name,
-//!   arguments?, _meta}}`, the name equals `Mcp-Name`, and `_meta` declares protocol
-//!   2026-07-28 with every key that revision requires;
-//! - the handler answers that tool directly ([`DirectCalls::answers_directly`]).
+//! - one `Host`; `Content-Type` is `application/json` and `Accept` lists both
+//!   `application/json` and `text/event-stream`, without parameters;
+//! - the handler answers the tool directly ([`DirectCalls::answers_directly`]);
+//! - stateless (2026-07-28): one `MCP-Protocol-Version: 2026-07-28`, one
+//!   `Mcp-Method: tools/call`, one `Mcp-Name`, no `Mcp-Param-*` header; the body is exactly
+//!   `{jsonrpc: "2.0", id, method: "tools/call", params: {name, arguments?, _meta}}`, the
+//!   name equals `Mcp-Name`, and `_meta` declares 2026-07-28 with every key that revision
+//!   requires;
+//! - in a session (2025-06-18, 2025-11-25): one `MCP-Protocol-Version` naming one of them and
+//!   one `Mcp-Session-Id` of a live session; the body is exactly `{jsonrpc: "2.0", id,
+//!   method: "tools/call", params: {name, arguments?, _meta?}}` with nothing in `_meta` but a
+//!   `progressToken` (a handler that answers directly never sends progress, which a
+//!   receiver may always omit); and
+//!   the session saw a request through rmcp within the last [`SESSION_TOUCH`]. rmcp's
+//!   session worker ends a session after five idle minutes; letting a stale session's call
+//!   through rmcp keeps the session alive without any request of aie's own. The answer is
+//!   one JSON object (the transport lets a server answer a request with JSON or with a
+//!   stream, and clients take both), shaped for the session's version as rmcp shapes it.
 
-use std::{future::Future, pin::Pin};
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Bytes,
@@ -32,13 +48,28 @@ use rmcp::{
         CallToolResponse, CallToolResult, ErrorCode, JsonObject, MetaObject, ProtocolVersion,
         RequestId, RequestMetaObject, ServerJsonRpcMessage, ServerResult,
     },
+    transport::streamable_http_server::session::{
+        SessionId, SessionManager, local::LocalSessionManager,
+    },
 };
 use serde::Deserialize;
 
 use crate::metrics::CallLabels;
 
-/// The only revision served here: the stateless one.
+/// The stateless revision.
 const MODERN: &str = "2026-07-28";
+
+/// The session revisions whose requests must carry `MCP-Protocol-Version` (2025-03-26
+/// requests may omit it, and may be batches: those go to rmcp).
+const SESSION_ERA: [&str; 2] = ["2025-06-18", "2025-11-25"];
+
+/// How long after a session's last request through rmcp its calls may be answered here;
+/// well inside rmcp's five-minute idle timeout.
+pub const SESSION_TOUCH: Duration = Duration::from_secs(60);
+
+/// Past this many remembered sessions the record starts over (each session then sends one
+/// call through rmcp again).
+const MAX_TOUCHED: usize = 4096;
 
 /// What a direct call returns.
 pub type DirectFuture<'a> =
@@ -71,6 +102,44 @@ pub trait DirectCalls: Send + Sync + 'static {
     }
 }
 
+/// rmcp's sessions, and when each last saw a request through rmcp.
+pub(crate) struct Sessions {
+    manager: Arc<LocalSessionManager>,
+    touched: Mutex<HashMap<SessionId, Instant>>,
+}
+
+impl Sessions {
+    pub(crate) fn new(manager: Arc<LocalSessionManager>) -> Self {
+        Self {
+            manager,
+            touched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether session `id` is live and touched within [`SESSION_TOUCH`]. A live session
+    /// not touched lately is marked touched now, for the caller to send this request
+    /// through rmcp.
+    async fn fresh(&self, id: &str) -> bool {
+        let id: SessionId = id.into();
+        if !self.manager.has_session(&id).await.unwrap_or(false) {
+            return false;
+        }
+        let now = Instant::now();
+        let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        if touched
+            .get(&id)
+            .is_some_and(|at| now.duration_since(*at) < SESSION_TOUCH)
+        {
+            return true;
+        }
+        if touched.len() >= MAX_TOUCHED {
+            touched.clear();
+        }
+        touched.insert(id, now);
+        false
+    }
+}
+
 /// The body of a plain `tools/call`; anything more falls through to rmcp.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,14 +160,62 @@ struct Params {
     meta: JsonObject,
 }
 
+/// The body of a plain `tools/call` in a session; its `_meta` may hold a progress token
+/// and nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionCall {
+    jsonrpc: String,
+    id: RequestId,
+    method: String,
+    params: SessionParams,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionParams {
+    name: String,
+    #[serde(default)]
+    arguments: Option<JsonObject>,
+    #[serde(rename = "_meta", default)]
+    meta: Option<JsonObject>,
+}
+
 /// Answers the request directly if it qualifies (see the module's documentation), with
 /// the labels to meter it by; `None` hands it to rmcp untouched.
 pub(crate) async fn answer(
     handler: &dyn DirectCalls,
+    sessions: &Sessions,
     parts: &Parts,
     body: &Bytes,
 ) -> Option<(Response, CallLabels)> {
-    let name = plain_call_headers(&parts.headers)?;
+    let headers = &parts.headers;
+    let version = only(headers, "mcp-protocol-version")?;
+    if !plain_json_request(headers) {
+        return None;
+    }
+    if version == MODERN {
+        stateless(handler, parts, body).await
+    } else if SESSION_ERA.contains(&version) {
+        in_session(handler, sessions, parts, body).await
+    } else {
+        None
+    }
+}
+
+/// A 2026-07-28 call.
+async fn stateless(
+    handler: &dyn DirectCalls,
+    parts: &Parts,
+    body: &Bytes,
+) -> Option<(Response, CallLabels)> {
+    let headers = &parts.headers;
+    if only(headers, "mcp-method")? != "tools/call"
+        || headers.keys().any(|k| k.as_str().starts_with("mcp-param-"))
+    {
+        return None;
+    }
+    let name = only(headers, "mcp-name")?;
     if !handler.answers_directly(name) {
         return None;
     }
@@ -121,28 +238,47 @@ pub(crate) async fn answer(
     let outcome = handler
         .call_directly(&labels.tool, call.params.arguments, parts)
         .await;
-    Some((respond(outcome, call.id), labels))
+    Some((respond(outcome, call.id, Era::Stateless), labels))
 }
 
-/// The tool name of a request whose headers qualify, from its `Mcp-Name`.
-fn plain_call_headers(headers: &HeaderMap) -> Option<&str> {
-    if only(headers, "mcp-protocol-version")? != MODERN
-        || only(headers, "mcp-method")? != "tools/call"
+/// A call in a 2025-06-18 or 2025-11-25 session.
+async fn in_session(
+    handler: &dyn DirectCalls,
+    sessions: &Sessions,
+    parts: &Parts,
+    body: &Bytes,
+) -> Option<(Response, CallLabels)> {
+    let session = only(&parts.headers, "mcp-session-id")?;
+    let call: SessionCall = serde_json::from_slice(body).ok()?;
+    let only_progress = |meta: &JsonObject| meta.keys().all(|k| k == "progressToken");
+    if call.jsonrpc != "2.0"
+        || call.method != "tools/call"
+        || !call.params.meta.as_ref().is_none_or(only_progress)
+        || !handler.answers_directly(&call.params.name)
+        || !sessions.fresh(session).await
     {
         return None;
     }
-    let name = only(headers, "mcp-name")?;
-    // rmcp refuses a request without Host; so does the shared listener, before this.
-    only(headers, header::HOST.as_str())?;
-    let json = only(headers, header::CONTENT_TYPE.as_str())?;
+    let labels = CallLabels {
+        method: call.method,
+        tool: call.params.name,
+    };
+    let outcome = handler
+        .call_directly(&labels.tool, call.params.arguments, parts)
+        .await;
+    Some((respond(outcome, call.id, Era::Session), labels))
+}
+
+/// One `Host` (rmcp refuses a request without one), a JSON body, and an `Accept` of both
+/// media types the transport requires.
+fn plain_json_request(headers: &HeaderMap) -> bool {
+    let Some(json) = only(headers, header::CONTENT_TYPE.as_str()) else {
+        return false;
+    };
     let essence = json.split_once(';').map_or(json, |(essence, _)| essence);
-    if !essence.trim().eq_ignore_ascii_case("application/json")
-        || headers.keys().any(|k| k.as_str().starts_with("mcp-param-"))
-        || !accepts_json_and_sse(headers)
-    {
-        return None;
-    }
-    Some(name)
+    only(headers, header::HOST.as_str()).is_some()
+        && essence.trim().eq_ignore_ascii_case("application/json")
+        && accepts_json_and_sse(headers)
 }
 
 /// The single value of header `name` as text; `None` when absent, repeated or not text.
@@ -175,18 +311,32 @@ fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
     json && sse
 }
 
-/// The JSON answer rmcp gives a 2026-07-28 request for `outcome`: the same message, the
-/// same status.
-fn respond(outcome: Result<CallToolResult, ErrorData>, id: RequestId) -> Response {
+/// Which kind of request an answer is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Era {
+    Stateless,
+    Session,
+}
+
+/// The JSON-RPC message rmcp sends for `outcome`, as JSON, with the status rmcp gives it.
+fn respond(outcome: Result<CallToolResult, ErrorData>, id: RequestId, era: Era) -> Response {
     let message = match outcome {
         Ok(result) => {
             let mut result = ServerResult::from(CallToolResponse::Complete(result));
-            result.fill_missing_cache_hints();
+            match era {
+                Era::Stateless => result.fill_missing_cache_hints(),
+                Era::Session => {
+                    result.strip_result_type_for_legacy_peer();
+                    result.strip_non_object_output_for_legacy_peer();
+                }
+            }
             ServerJsonRpcMessage::response(result, id)
         }
         Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
     };
     let status = match &message {
+        // A session's errors travel in its stream, always with 200.
+        ServerJsonRpcMessage::Error(_) if era == Era::Session => StatusCode::OK,
         ServerJsonRpcMessage::Error(e) => match e.error.code {
             ErrorCode::UNSUPPORTED_PROTOCOL_VERSION
             | ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY
@@ -458,5 +608,124 @@ mod tests {
                     "io.modelcontextprotocol/clientCapabilities": {}}}),
         );
         assert!(!compare(|| modern(&older, "echo")).await);
+    }
+
+    fn in_session(body: &Value, session: &str, version: &'static str) -> Request<Body> {
+        Request::post("/mcp")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", version)
+            .header("mcp-session-id", session)
+            .body(Body::from(body.to_string()))
+            .expect("request")
+    }
+
+    /// Opens a 2025-11-25 session on `router`: initialize, then initialized.
+    async fn open_session(router: &Router) -> String {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "direct-test", "version": "1"}}});
+        let request = Request::post("/mcp")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(Body::from(init.to_string()))
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let session = response.headers()["mcp-session-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let _ = response.into_body().collect().await;
+        let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let (status, _, _) = send(router, in_session(&done, &session, "2025-11-25")).await;
+        assert_eq!(status, 202);
+        session
+    }
+
+    /// The JSON-RPC message of an answer: the body, or the data of its SSE event that has
+    /// an `id`.
+    fn message_of(kind: &str, body: &[u8]) -> Value {
+        if kind.starts_with("text/event-stream") {
+            String::from_utf8_lossy(body)
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                .find(|m| m.get("id").is_some())
+                .expect("an SSE event with the answer")
+        } else {
+            serde_json::from_slice(body).expect("a JSON answer")
+        }
+    }
+
+    /// In a session, a plain call is answered directly once the session went through rmcp
+    /// lately (its first call does), with the message rmcp sends in its stream; anything
+    /// unusual goes to rmcp.
+    #[tokio::test]
+    async fn session_calls_are_answered_as_rmcp_would() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let direct = router(Arc::new(Counted(server(), count.clone())));
+        let reference = router(Arc::new(Never));
+        let (ours, theirs) = (open_session(&direct).await, open_session(&reference).await);
+        let plain = |id: Value, args: Value| call(id, json!({"name": "echo", "arguments": args}));
+        // The first call touches the session through rmcp.
+        let first = plain(json!(1), json!({"text": "hi"}));
+        send(&direct, in_session(&first, &ours, "2025-11-25")).await;
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            0,
+            "the first call went direct"
+        );
+        let cases = [
+            plain(json!(2), json!({"text": "hi"})),
+            plain(json!("s-3"), json!({"text": "fail"})),
+            plain(json!(4), json!({"text": "nothing"})),
+            plain(json!(5), json!({"txt": 1})),
+            call(json!(6), json!({"name": "echo"})),
+            call(
+                json!(7),
+                json!({"name": "echo", "arguments": {"text": "hi"}, "_meta": {"progressToken": 0}}),
+            ),
+        ];
+        for (n, body) in cases.iter().enumerate() {
+            let (s1, k1, b1) = send(&direct, in_session(body, &ours, "2025-11-25")).await;
+            let (s2, k2, b2) = send(&reference, in_session(body, &theirs, "2025-11-25")).await;
+            assert_eq!((s1, s2), (200, 200), "{body}");
+            assert_eq!(k1, "application/json");
+            assert_eq!(message_of(&k1, &b1), message_of(&k2, &b2), "{body}");
+            assert_eq!(count.load(Ordering::SeqCst), n + 1, "not direct: {body}");
+        }
+        let before = count.load(Ordering::SeqCst);
+        // `_meta` with more than a progress token, an unknown tool, an unknown session, the
+        // 2025-03-26 era: all rmcp's.
+        let progress = call(
+            json!(7),
+            json!({"name": "echo", "arguments": {"text": "hi"},
+                "_meta": {"progressToken": 1, "io.modelcontextprotocol/protocolVersion": "2025-11-25"}}),
+        );
+        let unknown = call(json!(8), json!({"name": "nope", "arguments": {}}));
+        for body in [&progress, &unknown] {
+            let (s1, k1, b1) = send(&direct, in_session(body, &ours, "2025-11-25")).await;
+            let (s2, k2, b2) = send(&reference, in_session(body, &theirs, "2025-11-25")).await;
+            assert_eq!(s1, s2, "{body}");
+            assert_eq!(message_of(&k1, &b1), message_of(&k2, &b2), "{body}");
+        }
+        let (status, _, _) = send(
+            &direct,
+            in_session(&plain(json!(9), json!({"text": "x"})), "gone", "2025-11-25"),
+        )
+        .await;
+        assert_eq!(status, 404);
+        send(
+            &direct,
+            in_session(&plain(json!(10), json!({"text": "x"})), &ours, "2025-03-26"),
+        )
+        .await;
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            before,
+            "an unusual call went direct"
+        );
     }
 }

@@ -48,6 +48,8 @@ pub struct Endpoint<S> {
     pub max_body_bytes: usize,
     /// The handler, for the calls it answers without rmcp's per-request service.
     pub direct: Arc<dyn DirectCalls>,
+    /// rmcp's sessions, for the calls answered directly within one.
+    pub(crate) sessions: Arc<direct::Sessions>,
 }
 
 type Inner = Response<Body>;
@@ -105,7 +107,9 @@ where
             return metered(refusal.mark(response), &ep.metrics, unlabelled(), started);
         }
     };
-    if let Some((response, labels)) = direct::answer(ep.direct.as_ref(), &parts, &bytes).await {
+    if let Some((response, labels)) =
+        direct::answer(ep.direct.as_ref(), &ep.sessions, &parts, &bytes).await
+    {
         ep.metrics.direct_call(&labels);
         return metered(response, &ep.metrics, labels, started);
     }

@@ -67,16 +67,14 @@ where
         .with_max_request_body_bytes(opts.max_body_bytes)
         .disable_allowed_hosts()
         .disable_allowed_origins();
-    let service = StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
+    let sessions = Arc::new(LocalSessionManager::default());
+    let service = StreamableHttpService::new(move || Ok(handler.clone()), sessions.clone(), config);
     let endpoint = Endpoint {
         inner: service,
         metrics,
         max_body_bytes: opts.max_body_bytes,
         direct,
+        sessions: Arc::new(crate::direct::Sessions::new(sessions)),
     };
     Router::new()
         .route("/mcp", any(endpoint::serve))

@@ -574,10 +574,9 @@ fn plain_tools() -> aie_shared::ToolServer {
     aie_shared::ToolServer::new("plain", tools)
 }
 
-/// A call the gateway answers without rmcp's per-request service (an in-process tool,
-/// 2026-07-28) is guarded exactly like any other: refused with the guard's reason and never
-/// run, its outcome reported; the legacy era, on rmcp's path, gives the same answers, and
-/// the metrics show which calls went direct.
+/// A call the gateway answers without rmcp's per-request service (an in-process tool) is
+/// guarded exactly like any other: refused with the guard's reason and never run, its
+/// outcome reported, in both eras; the metrics show which calls went direct.
 #[tokio::test(flavor = "multi_thread")]
 async fn direct_calls_through_the_gateway_are_guarded() {
     let (url, guard, metrics) = strict_gateway("plain", plain_tools()).await;
@@ -589,7 +588,9 @@ async fn direct_calls_through_the_gateway_are_guarded() {
             .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_owned))
             .unwrap_or_else(|| "0".into())
     };
-    for (lifecycle, went_direct) in [(modern(), "1"), (legacy(), "1")] {
+    // Every modern call goes direct; in a session the first call goes through rmcp (it
+    // keeps the session alive), the next ones direct.
+    for (lifecycle, went_direct) in [(modern(), ["1", "1", "1"]), (legacy(), ["1", "2", "2"])] {
         let client = client(&url, lifecycle, TOKEN).await;
         let refused = call(&client, "test_image_content").await;
         assert_eq!(refused.is_error, Some(true));
@@ -602,13 +603,15 @@ async fn direct_calls_through_the_gateway_are_guarded() {
         assert_eq!(failed.is_error, Some(true));
         assert_eq!(text_of(&failed), "test_error_handling: it failed");
         client.cancel().await.expect("close");
-        // Only the modern calls went direct: the counts stay at 1 after the legacy round.
-        for tool in [
+        for (tool, count) in [
             "test_image_content",
             "test_simple_text",
             "test_error_handling",
-        ] {
-            assert_eq!(direct(tool), went_direct, "{tool}\n{}", metrics.render());
+        ]
+        .into_iter()
+        .zip(went_direct)
+        {
+            assert_eq!(direct(tool), count, "{tool}\n{}", metrics.render());
         }
     }
     guard.heard_two_rounds();
