@@ -355,7 +355,7 @@ fn main() {
         (
             Mode::LegacySession,
             aie,
-            "aie legacy session SSE (2025-11-25)",
+            "aie legacy session (2025-11-25)",
         ),
     ] {
         let rounds: Vec<Figures> = (0..ROUNDS)
