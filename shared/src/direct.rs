@@ -78,10 +78,10 @@ pub type DirectFuture<'a> =
 /// A handler some of whose tool calls can be answered without a per-request MCP service.
 /// The defaults answer nothing directly, so every call goes through rmcp.
 pub trait DirectCalls: Send + Sync + 'static {
-    /// Whether a call of `tool` may be answered by [`call_directly`](Self::call_directly):
-    /// true only when answering it needs nothing from the request's MCP session (no
-    /// requests to the client, no progress, no tasks).
-    fn answers_directly(&self, _tool: &str) -> bool {
+    /// Whether this call of `tool` (its HTTP request's `parts`) may be answered by
+    /// [`call_directly`](Self::call_directly): true only when answering it needs nothing
+    /// from the request's MCP session (no requests to the client, no progress, no tasks).
+    fn answers_directly(&self, _tool: &str, _parts: &Parts) -> bool {
         false
     }
 
@@ -216,7 +216,7 @@ async fn stateless(
         return None;
     }
     let name = only(headers, "mcp-name")?;
-    if !handler.answers_directly(name) {
+    if !handler.answers_directly(name, parts) {
         return None;
     }
     let call: Call = serde_json::from_slice(body).ok()?;
@@ -254,7 +254,7 @@ async fn in_session(
     if call.jsonrpc != "2.0"
         || call.method != "tools/call"
         || !call.params.meta.as_ref().is_none_or(only_progress)
-        || !handler.answers_directly(&call.params.name)
+        || !handler.answers_directly(&call.params.name, parts)
         || !sessions.fresh(session).await
     {
         return None;
@@ -420,8 +420,8 @@ mod tests {
     struct Counted(ToolServer, Arc<AtomicUsize>);
 
     impl DirectCalls for Counted {
-        fn answers_directly(&self, tool: &str) -> bool {
-            self.0.answers_directly(tool)
+        fn answers_directly(&self, tool: &str, parts: &Parts) -> bool {
+            self.0.answers_directly(tool, parts)
         }
         fn call_directly<'a>(
             &'a self,

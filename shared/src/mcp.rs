@@ -155,7 +155,7 @@ impl ServerHandler for ToolServer {
 /// Every tool of a [`ToolSet`] is plain: its handler needs nothing from the MCP session, so
 /// a 2026-07-28 call of it is answered without rmcp's per-request service.
 impl DirectCalls for ToolServer {
-    fn answers_directly(&self, tool: &str) -> bool {
+    fn answers_directly(&self, tool: &str, _parts: &http::request::Parts) -> bool {
         self.tools.contains(tool)
     }
 

@@ -352,11 +352,7 @@ fn main() {
         (Mode::BareEcho, bare, "bare axum JSON echo"),
         (Mode::Stateless, aie, "aie stateless JSON (2026-07-28)"),
         (Mode::RmcpStateless, raw, "rmcp alone, stateless JSON"),
-        (
-            Mode::LegacySession,
-            aie,
-            "aie legacy session (2025-11-25)",
-        ),
+        (Mode::LegacySession, aie, "aie legacy session (2025-11-25)"),
     ] {
         let rounds: Vec<Figures> = (0..ROUNDS)
             .map(|_| client.block_on(round(mode, addr)))

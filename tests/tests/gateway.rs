@@ -25,9 +25,12 @@ use axum::{
     middleware::{self, Next},
     response::Response,
 };
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "gateway-test-token";
+/// A second client's token.
+const PHONE: &str = "gateway-test-phone-token";
 const SIMPLE_TEXT: &str = "This is a simple text response for testing.";
 
 /// `aie serve conformance` on a free port.
@@ -483,6 +486,9 @@ where
         .client(
             ClientToken::from_token(ClientIdentity::new("laptop", "owner"), TOKEN).expect("token"),
         )
+        .client(
+            ClientToken::from_token(ClientIdentity::new("phone", "owner"), PHONE).expect("token"),
+        )
         .shared_guard(guard.clone())
         .build()
         .await
@@ -588,9 +594,9 @@ async fn direct_calls_through_the_gateway_are_guarded() {
             .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_owned))
             .unwrap_or_else(|| "0".into())
     };
-    // Every modern call goes direct; in a session the first call goes through rmcp (it
-    // keeps the session alive), the next ones direct.
-    for (lifecycle, went_direct) in [(modern(), ["1", "1", "1"]), (legacy(), ["1", "2", "2"])] {
+    // Every modern call goes direct. In a session, calls go through rmcp until one has shown
+    // who owns the session and one has touched it (see the session test below).
+    for (lifecycle, went_direct) in [(modern(), ["1", "1", "1"]), (legacy(), ["1", "1", "1"])] {
         let client = client(&url, lifecycle, TOKEN).await;
         let refused = call(&client, "test_image_content").await;
         assert_eq!(refused.is_error, Some(true));
@@ -615,4 +621,52 @@ async fn direct_calls_through_the_gateway_are_guarded() {
         }
     }
     guard.heard_two_rounds();
+
+    // A raw 2025-11-25 session: its calls go direct once one call through rmcp showed its
+    // owner and one touched it; another client's token on it is still refused.
+    let http = reqwest::Client::new();
+    let post = |token: &str, session: Option<&str>, body: Value| {
+        let mut request = http
+            .post(&url)
+            .bearer_auth(token)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(session) = session {
+            request = request
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        request.send()
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}});
+    let opened = post(TOKEN, None, init).await.expect("initialize");
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let _ = opened.text().await;
+    let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let _ = post(TOKEN, Some(&session), done)
+        .await
+        .expect("initialized");
+    let simple = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "test_simple_text", "arguments": {}}})
+    };
+    for id in 1..=3 {
+        let answer = post(TOKEN, Some(&session), simple(id)).await.expect("call");
+        let text = answer.text().await.expect("body");
+        assert!(text.contains(SIMPLE_TEXT), "{text}");
+    }
+    assert_eq!(direct("test_simple_text"), "2", "{}", metrics.render());
+    let stolen = post(PHONE, Some(&session), simple(4)).await.expect("call");
+    let text = stolen.text().await.expect("body");
+    assert!(text.contains("belongs to another client"), "{text}");
+    assert_eq!(direct("test_simple_text"), "2", "{}", metrics.render());
+    let again = post(TOKEN, Some(&session), simple(5)).await.expect("call");
+    assert!(again.text().await.expect("body").contains(SIMPLE_TEXT));
+    assert_eq!(direct("test_simple_text"), "3", "{}", metrics.render());
 }

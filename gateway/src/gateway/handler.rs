@@ -98,6 +98,14 @@ fn identity_of(cx: &RequestContext<RoleServer>) -> Option<ClientIdentity> {
         .cloned()
 }
 
+/// The legacy session id the request came with.
+fn session_id_of(cx: &RequestContext<RoleServer>) -> Option<&str> {
+    cx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok())
+}
+
 fn no_identity() -> ErrorData {
     ErrorData::internal_error(
         "no client identity on this request: the gateway's /mcp must sit behind its bearer-token layer",
@@ -159,16 +167,22 @@ impl GatewayHandler {
         if is_stateless(cx) {
             return self.backend(b).forward_stateless(request, cx).await;
         }
-        if let (Some(setup), Some(caller)) = (self.session.setup.get(), identity_of(cx))
-            && setup
-                .identity
-                .as_ref()
-                .is_some_and(|owner| *owner != caller)
-        {
-            return Err(Failure::Rpc(ErrorData::invalid_request(
-                "this session belongs to another client",
-                None,
-            )));
+        if let (Some(setup), Some(caller)) = (self.session.setup.get(), identity_of(cx)) {
+            match &setup.identity {
+                Some(owner) if *owner != caller => {
+                    return Err(Failure::Rpc(ErrorData::invalid_request(
+                        "this session belongs to another client",
+                        None,
+                    )));
+                }
+                // Its owner, checked here: the direct path may answer its next calls.
+                Some(owner) => {
+                    if let Some(session) = session_id_of(cx) {
+                        self.shared.note_session_owner(session, owner);
+                    }
+                }
+                None => {}
+            }
         }
         let session = self.upstream(b).await?;
         let result = session.forward(request, cx).await;
@@ -415,12 +429,25 @@ impl GatewayHandler {
 /// without the MCP transport on either side. Calls to HTTP upstreams keep rmcp's path:
 /// their notifications (progress, logs) must reach the client on the call's stream.
 impl aie_shared::DirectCalls for GatewayHandler {
-    fn answers_directly(&self, tool: &str) -> bool {
+    fn answers_directly(&self, tool: &str, parts: &http::request::Parts) -> bool {
+        // A legacy session belongs to the client that initialized it: a call in one goes
+        // direct only once a call through rmcp showed this client owns it.
+        if let Some(session) = parts.headers.get("mcp-session-id") {
+            let client = parts.extensions.get::<ClientIdentity>();
+            let owned = session
+                .to_str()
+                .ok()
+                .zip(client)
+                .is_some_and(|(session, client)| self.shared.owns_session(session, client));
+            if !owned {
+                return false;
+            }
+        }
         let catalog = self.shared.catalog();
         catalog
             .tool(tool)
             .is_some_and(|route| match &self.backend(route.backend).link {
-                Link::InProcess(hosted) => hosted.answers_directly(&route.upstream),
+                Link::InProcess(hosted) => hosted.answers_directly(&route.upstream, parts),
                 Link::Http { .. } => false,
             })
     }

@@ -36,8 +36,8 @@ pub trait Hosted: Send + Sync + 'static {
     fn router(&self) -> Router;
     /// Serves one legacy session on `io` until the gateway's end closes.
     fn serve_session(&self, io: tokio::io::DuplexStream);
-    /// Whether its handler answers calls of `tool` directly ([`DirectCalls`]).
-    fn answers_directly(&self, tool: &str) -> bool;
+    /// Whether its handler answers this call of `tool` directly ([`DirectCalls`]).
+    fn answers_directly(&self, tool: &str, parts: &http::request::Parts) -> bool;
     /// Calls `tool` on its handler directly, without the MCP transport.
     fn call_directly<'a>(
         &'a self,
@@ -61,8 +61,8 @@ where
         self.router.clone()
     }
 
-    fn answers_directly(&self, tool: &str) -> bool {
-        self.handler.answers_directly(tool)
+    fn answers_directly(&self, tool: &str, parts: &http::request::Parts) -> bool {
+        self.handler.answers_directly(tool, parts)
     }
 
     fn call_directly<'a>(

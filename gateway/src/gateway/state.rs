@@ -18,12 +18,15 @@ use tokio_util::sync::CancellationToken;
 use super::{
     backend::Backend,
     catalog::{Catalog, Conflict, Naming},
-    guard::CallGuard,
+    guard::{CallGuard, ClientIdentity},
     lists::{ListKind, Page, list_pages},
 };
 
 /// The most task ids remembered for routing `tasks/*`.
 const MAX_TASK_ROUTES: usize = 10_000;
+/// The most legacy session owners remembered; past it the record starts over (each
+/// session's next call then goes through rmcp once, which notes its owner again).
+const MAX_SESSION_OWNERS: usize = 4096;
 /// The least time between two catalog refreshes triggered by unknown names.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -42,6 +45,9 @@ pub struct Shared {
     /// Which backend owns which task (Tasks extension).
     tasks: Mutex<TaskRoutes>,
     last_refresh: Mutex<Option<Instant>>,
+    /// The client that owns each legacy session, as its calls through rmcp established;
+    /// the direct path answers a session's call only for its owner.
+    session_owners: Mutex<HashMap<String, ClientIdentity>>,
     /// Closes the hosted servers' open streams when the gateway goes away.
     pub streams: CancellationToken,
 }
@@ -80,6 +86,7 @@ impl Shared {
             info: RwLock::new(ServerConfig::default()),
             tasks: Mutex::new(TaskRoutes::default()),
             last_refresh: Mutex::new(None),
+            session_owners: Mutex::new(HashMap::new()),
             streams,
         };
         shared.refresh_info();
@@ -140,6 +147,31 @@ impl Shared {
         (0..self.backends.len())
             .filter(|b| self.serves(*b, &wanted))
             .collect()
+    }
+
+    /// Notes that legacy session `session` belongs to `owner` (checked by a call through
+    /// rmcp).
+    pub fn note_session_owner(&self, session: &str, owner: &ClientIdentity) {
+        let mut owners = self
+            .session_owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if owners.get(session) == Some(owner) {
+            return;
+        }
+        if owners.len() >= MAX_SESSION_OWNERS {
+            owners.clear();
+        }
+        owners.insert(session.to_owned(), owner.clone());
+    }
+
+    /// Whether legacy session `session` is known to belong to `client`.
+    pub fn owns_session(&self, session: &str, client: &ClientIdentity) -> bool {
+        self.session_owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(session)
+            == Some(client)
     }
 
     pub fn remember_task(&self, task_id: String, b: usize) {
