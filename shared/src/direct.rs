@@ -231,14 +231,11 @@ async fn stateless(
     {
         return None;
     }
-    let labels = CallLabels {
-        method: call.method,
-        tool: call.params.name,
-    };
+    let tool = call.params.name;
     let outcome = handler
-        .call_directly(&labels.tool, call.params.arguments, parts)
+        .call_directly(&tool, call.params.arguments, parts)
         .await;
-    Some((respond(outcome, call.id, Era::Stateless), labels))
+    Some(answered(outcome, call.id, tool, Era::Stateless))
 }
 
 /// A call in a 2025-06-18 or 2025-11-25 session.
@@ -259,14 +256,11 @@ async fn in_session(
     {
         return None;
     }
-    let labels = CallLabels {
-        method: call.method,
-        tool: call.params.name,
-    };
+    let tool = call.params.name;
     let outcome = handler
-        .call_directly(&labels.tool, call.params.arguments, parts)
+        .call_directly(&tool, call.params.arguments, parts)
         .await;
-    Some((respond(outcome, call.id, Era::Session), labels))
+    Some(answered(outcome, call.id, tool, Era::Session))
 }
 
 /// One `Host` (rmcp refuses a request without one), a JSON body, and an `Accept` of both
@@ -316,6 +310,20 @@ fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
 enum Era {
     Stateless,
     Session,
+}
+
+/// The answer to a `tools/call` of `tool`, and the labels to meter it by.
+fn answered(
+    outcome: Result<CallToolResult, ErrorData>,
+    id: RequestId,
+    tool: String,
+    era: Era,
+) -> (Response, CallLabels) {
+    let labels = CallLabels {
+        method: "tools/call".to_owned(),
+        tool,
+    };
+    (respond(outcome, id, era), labels)
 }
 
 /// The JSON-RPC message rmcp sends for `outcome`, as JSON, with the status rmcp gives it.
