@@ -72,15 +72,9 @@ where
         return metered(response, &ep.metrics, labels, started);
     }
     let (parts, body) = req.into_parts();
-    let bytes = match http_body_util::Limited::new(body, ep.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+    let bytes = match read_body(body, ep.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
             let message = format!("request body exceeds {} bytes", ep.max_body_bytes);
             let response = error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -94,7 +88,7 @@ where
             );
             return metered(refusal.mark(response), &ep.metrics, unlabelled(), started);
         }
-        Err(e) => {
+        Err(BodyError::Unreadable(e)) => {
             // Too slow (the listener's body timeout) or cut off: refused before any parsing.
             let response = error_response(
                 StatusCode::BAD_REQUEST,
@@ -154,6 +148,44 @@ where
             metered(response, &ep.metrics, unlabelled(), started)
         }
     }
+}
+
+/// How much of an oversized body is still read, and dropped, after its 413 is answered.
+const DRAIN_BYTES: usize = 64 << 20;
+
+/// Why a body was not read.
+enum BodyError {
+    /// Over the limit.
+    TooLarge,
+    /// Too slow, or cut off.
+    Unreadable(axum::Error),
+}
+
+/// Reads a body of at most `limit` bytes. Past the limit, the rest is read and dropped in
+/// the background (up to [`DRAIN_BYTES`], within the listener's body timeout) while the 413
+/// goes out, so a client still sending can finish and read the answer instead of having its
+/// connection reset mid-write.
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    let mut read = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Unreadable)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if read.len() + data.len() > limit {
+            tokio::spawn(async move {
+                let mut dropped = 0usize;
+                while dropped < DRAIN_BYTES
+                    && let Some(Ok(frame)) = body.frame().await
+                {
+                    dropped += frame.data_ref().map_or(0, Bytes::len);
+                }
+            });
+            return Err(BodyError::TooLarge);
+        }
+        read.extend_from_slice(&data);
+    }
+    Ok(read.freeze())
 }
 
 fn unlabelled() -> CallLabels {
