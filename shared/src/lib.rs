@@ -49,7 +49,10 @@ pub use policy::{Decision, EffectClass, Policy, Zone};
 pub mod telemetry;
 
 pub mod tools;
-pub use tools::{NOT_EXECUTED_META, ToolError, ToolOutput, ToolSet, ToolSpec, not_executed};
+pub use tools::{
+    IN_DOUBT_META, NOT_EXECUTED_META, ToolError, ToolOutput, ToolSet, ToolSpec, in_doubt,
+    not_executed,
+};
 
 pub mod vault;
 pub use vault::{Vault, VaultError};

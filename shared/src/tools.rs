@@ -22,6 +22,11 @@ use crate::metrics::Metrics;
 /// servers it trusts) to leave the call's approval valid and unused; see [`not_executed`].
 pub const NOT_EXECUTED_META: &str = "dev.aie/notExecuted";
 
+/// The `_meta` key of an `isError` result whose server says the call may have happened
+/// (a connection lost mid-send): the gateway reads it (from servers it trusts) to record the
+/// approval in doubt, for the owner, rather than failed; see [`in_doubt`].
+pub const IN_DOUBT_META: &str = "dev.aie/inDoubt";
+
 /// What a tool handler can answer besides success. Each becomes an `isError` result whose
 /// text tells the caller what to fix; none is a protocol error.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,11 @@ pub enum ToolError {
     /// left.
     #[error("{0}")]
     NotExecuted(String),
+    /// The action may have happened, and nobody here can tell (a connection lost while the
+    /// message was on its way). The result is marked [`IN_DOUBT_META`]; whatever ran under an
+    /// approval is then left for the owner, never retried.
+    #[error("{0}")]
+    InDoubt(String),
     /// The request was fine but the action was refused or failed (a claim lost, a policy
     /// refusal, a peer down), or whether it happened is unknown.
     #[error("{0}")]
@@ -53,16 +63,22 @@ impl ToolError {
     }
 }
 
+/// True when `result` is an `isError` result marked [`IN_DOUBT_META`]: its server says the
+/// call may have happened. Only as trustworthy as the server that wrote it.
+pub fn in_doubt(result: &CallToolResult) -> bool {
+    result.is_error == Some(true) && marked(result, IN_DOUBT_META)
+}
+
+/// Whether `result`'s `_meta` holds `key: true`.
+fn marked(result: &CallToolResult, key: &str) -> bool {
+    result.meta.as_ref().and_then(|meta| meta.0.get(key)) == Some(&Value::Bool(true))
+}
+
 /// True when `result` is an `isError` result marked [`NOT_EXECUTED_META`]: its server says
 /// the call did nothing. Only as trustworthy as the server that wrote it; a success result
 /// is never read as not executed.
 pub fn not_executed(result: &CallToolResult) -> bool {
-    result.is_error == Some(true)
-        && result
-            .meta
-            .as_ref()
-            .and_then(|meta| meta.0.get(NOT_EXECUTED_META))
-            == Some(&Value::Bool(true))
+    result.is_error == Some(true) && marked(result, NOT_EXECUTED_META)
 }
 
 /// A tool's result: serialized as `structuredContent` and rendered as text for clients that
@@ -191,14 +207,22 @@ impl ToolSet {
                     Ok(args) => args,
                     // The handler never ran.
                     Err(e) => {
-                        return not_executed_result(format!(
-                            "invalid arguments for {name}: {e}; see the tool's inputSchema"
-                        ));
+                        return marked_error(
+                            format!(
+                                "invalid arguments for {name}: {e}; see the tool's inputSchema"
+                            ),
+                            NOT_EXECUTED_META,
+                        );
                     }
                 };
                 match handler(args).await {
                     Ok(output) => success_result(&output),
-                    Err(e) if e.not_executed() => not_executed_result(format!("{name}: {e}")),
+                    Err(e) if e.not_executed() => {
+                        marked_error(format!("{name}: {e}"), NOT_EXECUTED_META)
+                    }
+                    Err(e @ ToolError::InDoubt(_)) => {
+                        marked_error(format!("{name}: {e}"), IN_DOUBT_META)
+                    }
                     Err(e) => error_result(format!("{name}: {e}")),
                 }
             })
@@ -260,12 +284,11 @@ fn error_result(text: String) -> CallToolResult {
     CallToolResult::error(vec![Content::text(text)])
 }
 
-/// An error result marked [`NOT_EXECUTED_META`].
-fn not_executed_result(text: String) -> CallToolResult {
+/// An error result marked `key: true` in its `_meta`.
+fn marked_error(text: String, key: &str) -> CallToolResult {
     let mut result = error_result(text);
     let mut meta = rmcp::model::MetaObject::new();
-    meta.0
-        .insert(NOT_EXECUTED_META.to_owned(), Value::Bool(true));
+    meta.0.insert(key.to_owned(), Value::Bool(true));
     result.meta = Some(meta);
     result
 }
@@ -360,14 +383,15 @@ mod tests {
     /// Arguments that do not parse, `InvalidArguments` and `NotExecuted` are marked not
     /// executed in `_meta`; `Failed` and success are not.
     #[tokio::test]
-    async fn not_executed_is_marked_in_meta() {
+    async fn not_executed_and_in_doubt_are_marked_in_meta() {
         let mut set = set();
         set.add(
             ToolSpec::execute("act", "Act", "Fails as told"),
             |a: EchoArgs| async move {
                 match a.text.as_str() {
                     "down" => Err(ToolError::NotExecuted("not sent: server down".into())),
-                    "doubt" => Err(ToolError::Failed("in doubt: connection lost".into())),
+                    "failed" => Err(ToolError::Failed("refused by the server".into())),
+                    "doubt" => Err(ToolError::InDoubt("in doubt: connection lost".into())),
                     _ => Ok(EchoOut { echoed: a.text }),
                 }
             },
@@ -384,9 +408,16 @@ mod tests {
             down.content[0].as_text().map(|t| t.text.as_str()),
             Some("act: not sent: server down")
         );
-        assert!(!not_executed(
-            &call(arg("doubt")).await.expect("known tool")
-        ));
+        let doubt = call(arg("doubt")).await.expect("known tool");
+        assert!(!not_executed(&doubt));
+        assert!(in_doubt(&doubt));
+        assert!(!in_doubt(&down));
+        assert_eq!(
+            serde_json::to_value(&doubt).expect("json")["_meta"][IN_DOUBT_META],
+            Value::Bool(true)
+        );
+        let failed = call(arg("failed")).await.expect("known tool");
+        assert!(!not_executed(&failed) && !in_doubt(&failed));
         assert!(!not_executed(&call(arg("fine")).await.expect("known tool")));
         assert!(not_executed(&call(None).await.expect("known tool")));
         let empty = set.call("echo", arg(""), None).await.expect("known tool");

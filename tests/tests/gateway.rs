@@ -577,6 +577,10 @@ fn plain_tools() -> aie_shared::ToolServer {
         ToolSpec::read("test_error_handling", "Error", "Always fails"),
         |_: NoArgs| async { Err::<Said, _>(ToolError::Failed("it failed".into())) },
     );
+    tools.add(
+        ToolSpec::read("test_in_doubt", "In doubt", "May or may not have happened"),
+        |_: NoArgs| async { Err::<Said, _>(ToolError::InDoubt("connection lost".into())) },
+    );
     aie_shared::ToolServer::new("plain", tools)
 }
 
@@ -669,4 +673,27 @@ async fn direct_calls_through_the_gateway_are_guarded() {
     let again = post(TOKEN, Some(&session), simple(5)).await.expect("call");
     assert!(again.text().await.expect("body").contains(SIMPLE_TEXT));
     assert_eq!(direct("test_simple_text"), "3", "{}", metrics.render());
+}
+
+/// An in-process server's "may have happened" reaches the guard as `InDoubt`, in both eras
+/// (the guard then leaves an approval in doubt for the owner, never retried).
+#[tokio::test(flavor = "multi_thread")]
+async fn in_doubt_from_an_in_process_server_reaches_the_guard() {
+    use aie::gateway::CallOutcome;
+    let (url, guard, _) = strict_gateway("plain", plain_tools()).await;
+    for lifecycle in [modern(), legacy()] {
+        let client = client(&url, lifecycle, TOKEN).await;
+        let doubt = call(&client, "test_in_doubt").await;
+        assert_eq!(doubt.is_error, Some(true));
+        assert!(aie_shared::in_doubt(&doubt), "{doubt:?}");
+        client.cancel().await.expect("close");
+    }
+    let outcomes = guard.outcomes.lock().expect("unpoisoned").clone();
+    let expected = (
+        "test_in_doubt".to_owned(),
+        CallOutcome::InDoubt {
+            reason: "test_in_doubt: connection lost".into(),
+        },
+    );
+    assert_eq!(outcomes, [expected.clone(), expected]);
 }

@@ -107,6 +107,14 @@ pub enum CallOutcome {
         /// The result's text, as the client got it.
         reason: String,
     },
+    /// The backend answered an `isError` result saying the call may have happened (`_meta`
+    /// `dev.aie/inDoubt`, see `aie_shared::tools::in_doubt`), from a backend the gateway
+    /// believes (in-process). From an HTTP upstream it is a plain `Result { is_error: true }`
+    /// (recorded failed: it never runs again either way).
+    InDoubt {
+        /// The result's text, as the client got it.
+        reason: String,
+    },
     /// The backend asked the client for more input (a 2026-07-28 `InputRequiredResult`);
     /// the client retries the call with the answers.
     InputRequired,

@@ -98,6 +98,17 @@ fn identity_of(cx: &RequestContext<RoleServer>) -> Option<ClientIdentity> {
         .cloned()
 }
 
+/// A result's text content, joined.
+fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text())
+        .map(|t| t.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The legacy session id the request came with.
 fn session_id_of(cx: &RequestContext<RoleServer>) -> Option<&str> {
     cx.extensions
@@ -387,18 +398,18 @@ impl GatewayHandler {
         let mut params = request;
         params.name = upstream_name.into();
         let forwarded = forward(b, backend.clone(), params).await;
+        let trusted = backend.certifies_not_executed();
         let outcome = match &forwarded {
             Ok(CallToolResponse::Complete(result))
-                if backend.certifies_not_executed() && aie_shared::not_executed(result) =>
+                if trusted && aie_shared::not_executed(result) =>
             {
                 CallOutcome::NotExecuted {
-                    reason: result
-                        .content
-                        .iter()
-                        .filter_map(|c| c.as_text())
-                        .map(|t| t.text.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" "),
+                    reason: text_of(result),
+                }
+            }
+            Ok(CallToolResponse::Complete(result)) if trusted && aie_shared::in_doubt(result) => {
+                CallOutcome::InDoubt {
+                    reason: text_of(result),
                 }
             }
             Ok(CallToolResponse::Complete(result)) => CallOutcome::Result {

@@ -377,6 +377,15 @@ fn ledger_outcome(outcome: &CallOutcome) -> (Settle, CallStatus, String) {
         ),
         // A server the gateway believes certified that nothing ran.
         CallOutcome::NotExecuted { reason } => release(reason),
+        // A server the gateway believes says it may have happened.
+        CallOutcome::InDoubt { reason } => result(
+            Outcome::InDoubt,
+            CallStatus::InDoubt,
+            format!(
+                "the server says it may have happened: {}",
+                quoted(reason, MAX_QUOTED)
+            ),
+        ),
         // Nothing definitive came back: whether the action happened is unknown.
         CallOutcome::Failed { reason } => result(
             Outcome::InDoubt,
@@ -522,6 +531,9 @@ impl CallGuard for PolicyGuard {
                 CallOutcome::NotExecuted { reason } => record
                     .status(CallStatus::Error)
                     .reason(format!("not executed: {}", quoted(reason, MAX_QUOTED))),
+                CallOutcome::InDoubt { reason } => record
+                    .status(CallStatus::InDoubt)
+                    .reason(quoted(reason, MAX_QUOTED)),
                 CallOutcome::InputRequired => record.reason("input required"),
                 CallOutcome::Task { task_id } => record.reason(format!("task {task_id}")),
                 CallOutcome::Failed { reason } => record.status(CallStatus::Error).reason(reason),
@@ -671,6 +683,15 @@ mod tests {
             })
             .0,
             Settle::Result(Outcome::InDoubt)
+        );
+        let (settle, status, note) = ledger_outcome(&CallOutcome::InDoubt {
+            reason: "email_send: in doubt: connection lost".into(),
+        });
+        assert_eq!(settle, Settle::Result(Outcome::InDoubt));
+        assert_eq!(status, CallStatus::InDoubt);
+        assert!(
+            note.contains("may have happened: email_send: in doubt"),
+            "{note}"
         );
         let (settle, status, note) = ledger_outcome(&CallOutcome::NotExecuted {
             reason: "email_send: not sent: SMTP server down".into(),

@@ -503,7 +503,8 @@ pub fn tools(state: EmailDraft) -> ToolSet {
                 st.send(&args.approval_id).await.map_err(|e| match e {
                     // Nothing left: certified in the result, so the approval stays usable.
                     SendError::NotSent(_) => ToolError::NotExecuted(e.to_string()),
-                    SendError::InDoubt(_) => ToolError::Failed(e.to_string()),
+                    // It may have left: marked, so the approval is left in doubt for the owner.
+                    SendError::InDoubt(_) => ToolError::InDoubt(e.to_string()),
                 })
             }
         },
