@@ -7,24 +7,22 @@
 //! Run: `cargo bench -p aie-e2e --bench gateway`. Prints figures only; it never fails on
 //! time.
 
+mod common;
+
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use aie::gateway::{ClientIdentity, ClientToken, Gateway, gateway_router};
-use aie_shared::{
-    HttpOptions, Metrics, ToolOutput, ToolServer, ToolSet, ToolSpec, app, http, streamable_http,
-};
+use aie::gateway::{ClientIdentity, ClientToken, Gateway, GatewayBuilder, gateway_router};
+use aie_shared::{Metrics, app, http, streamable_http};
 use bytes::Bytes;
+use common::{echo_server, in_own_runtime, serve_on_loopback};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, client::conn::http1};
 use hyper_util::rt::TokioIo;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 
 const CONNECTIONS: usize = 8;
 const WARMUP: Duration = Duration::from_millis(500);
@@ -32,104 +30,31 @@ const MEASURE: Duration = Duration::from_secs(3);
 const ACCEPT: &str = "application/json, text/event-stream";
 const TOKEN: &str = "bench-token";
 
-#[derive(Deserialize, JsonSchema)]
-struct EchoArgs {
-    /// Text to send back.
-    text: String,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct Echoed {
-    text: String,
-}
-impl ToolOutput for Echoed {
-    fn render(&self) -> String {
-        self.text.clone()
-    }
-}
-
-fn echo_server() -> ToolServer {
-    let mut tools = ToolSet::new();
-    tools.add(
-        ToolSpec::read("echo", "Echo", "Sends the text back"),
-        |a: EchoArgs| async move { Ok(Echoed { text: a.text }) },
-    );
-    ToolServer::new("bench", tools)
-}
-
 /// Starts the echo server, a gateway fronting it over HTTP and a gateway hosting another
 /// copy of it in-process (the embedded default of `aie up`), on a runtime of their own;
 /// returns their addresses.
 fn start_servers() -> (SocketAddr, SocketAddr, SocketAddr) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        runtime.block_on(async move {
-            let direct = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let direct_addr = direct.local_addr().expect("addr");
-            let opts = HttpOptions::new(direct_addr);
-            let streams = CancellationToken::new();
+    in_own_runtime(|| async {
+        let direct = serve_on_loopback(|opts, streams| {
             let metrics = Metrics::new();
-            let mcp = streamable_http(echo_server(), &opts, metrics.clone(), streams.clone());
-            let router = app(mcp, &opts, metrics, http::always_ready());
-            tokio::spawn(http::serve(
-                direct,
-                router,
-                None,
-                streams,
-                std::future::pending(),
-            ));
+            let mcp = streamable_http(echo_server(), opts, metrics.clone(), streams);
+            app(mcp, opts, metrics, http::always_ready())
+        })
+        .await;
+        let fronting =
+            gateway(Gateway::builder().upstream("echo", &format!("http://{direct}/mcp"), false))
+                .await;
+        let hosting = gateway(Gateway::builder().in_process("echo", echo_server(), false)).await;
+        (direct, fronting, hosting)
+    })
+}
 
-            let token = ClientToken::from_token(ClientIdentity::new("bench", "owner"), TOKEN)
-                .expect("token");
-            let gateway = Gateway::builder()
-                .upstream("echo", &format!("http://{direct_addr}/mcp"), false)
-                .client(token)
-                .build()
-                .await
-                .expect("gateway starts");
-            let front = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let front_addr = front.local_addr().expect("addr");
-            let opts = HttpOptions::new(front_addr);
-            let streams = CancellationToken::new();
-            let router = gateway_router(&gateway, &opts, Metrics::new(), streams.clone());
-            tokio::spawn(http::serve(
-                front,
-                router,
-                None,
-                streams,
-                std::future::pending(),
-            ));
-
-            let token = ClientToken::from_token(ClientIdentity::new("bench", "owner"), TOKEN)
-                .expect("token");
-            let hosting = Gateway::builder()
-                .in_process("echo", echo_server(), false)
-                .client(token)
-                .build()
-                .await
-                .expect("gateway starts");
-            let inner = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let inner_addr = inner.local_addr().expect("addr");
-            let opts = HttpOptions::new(inner_addr);
-            let streams = CancellationToken::new();
-            let router = gateway_router(&hosting, &opts, Metrics::new(), streams.clone());
-            tokio::spawn(http::serve(
-                inner,
-                router,
-                None,
-                streams,
-                std::future::pending(),
-            ));
-            tx.send((direct_addr, front_addr, inner_addr))
-                .expect("report addresses");
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv().expect("servers started")
+/// Builds the gateway `builder` describes, with the bench's client, and serves it.
+async fn gateway(builder: GatewayBuilder) -> SocketAddr {
+    let token =
+        ClientToken::from_token(ClientIdentity::new("bench", "owner"), TOKEN).expect("token");
+    let gateway = builder.client(token).build().await.expect("gateway starts");
+    serve_on_loopback(|opts, streams| gateway_router(&gateway, opts, Metrics::new(), streams)).await
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

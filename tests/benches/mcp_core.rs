@@ -5,6 +5,8 @@
 //! Run: `cargo build --release -p aie && cargo bench -p aie-e2e --bench mcp_core`.
 //! Prints figures only; it never fails on time.
 
+mod common;
+
 use std::{
     net::SocketAddr,
     process::{Command, Stdio},
@@ -15,19 +17,15 @@ use std::{
 use aie_shared::rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
-use aie_shared::{
-    HttpOptions, Metrics, ToolOutput, ToolServer, ToolSet, ToolSpec, app, http, streamable_http,
-};
+use aie_shared::{Metrics, app, http, streamable_http};
 use axum::{Json, Router, routing::post};
 use bytes::Bytes;
+use common::{echo_server, in_own_runtime, serve_on_loopback};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, client::conn::http1};
 use hyper_util::rt::TokioIo;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 const CONNECTIONS: usize = 8;
 const WARMUP: Duration = Duration::from_millis(500);
@@ -35,89 +33,46 @@ const MEASURE: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;
 const ACCEPT: &str = "application/json, text/event-stream";
 
-#[derive(Deserialize, JsonSchema)]
-struct EchoArgs {
-    /// Text to send back.
-    text: String,
-}
-
-#[derive(Serialize, JsonSchema)]
-struct Echoed {
-    text: String,
-}
-impl ToolOutput for Echoed {
-    fn render(&self) -> String {
-        self.text.clone()
-    }
-}
-
-fn echo_server() -> ToolServer {
-    let mut tools = ToolSet::new();
-    tools.add(
-        ToolSpec::read("echo", "Echo", "Sends the text back"),
-        |a: EchoArgs| async move { Ok(Echoed { text: a.text }) },
-    );
-    ToolServer::new("bench", tools)
-}
-
 /// Starts the servers on a runtime of their own (its own threads); returns the addresses of
 /// aie, rmcp alone and the bare echo.
 fn start_servers() -> (SocketAddr, SocketAddr, SocketAddr) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        runtime.block_on(async move {
-            let aie = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let aie_addr = aie.local_addr().expect("addr");
-            let opts = HttpOptions::new(aie_addr);
-            let streams = CancellationToken::new();
+    in_own_runtime(|| async {
+        let aie = serve_on_loopback(|opts, streams| {
             let metrics = Metrics::new();
             let mcp = streamable_http(
                 echo_server().with_metrics(metrics.clone()),
-                &opts,
+                opts,
                 metrics.clone(),
-                streams.clone(),
-            );
-            let router = app(mcp, &opts, metrics, http::always_ready());
-            tokio::spawn(http::serve(
-                aie,
-                router,
-                None,
                 streams,
-                std::future::pending(),
-            ));
-
-            // rmcp's own Streamable HTTP service with the same settings and none of aie's
-            // layers: the SDK's floor.
-            let raw = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let raw_addr = raw.local_addr().expect("addr");
-            let config = StreamableHttpServerConfig::default()
-                .with_legacy_session_mode(true)
-                .with_json_response(true)
-                .disable_allowed_hosts()
-                .disable_allowed_origins();
-            let server = echo_server();
-            let service = StreamableHttpService::new(
-                move || Ok(server.clone()),
-                Arc::new(LocalSessionManager::default()),
-                config,
             );
-            let rmcp_only = Router::new().route_service("/mcp", service);
-            tokio::spawn(async move { axum::serve(raw, rmcp_only).await });
+            app(mcp, opts, metrics, http::always_ready())
+        })
+        .await;
 
-            let bare = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let bare_addr = bare.local_addr().expect("addr");
-            let echo = Router::new().route("/echo", post(bare_echo));
-            tokio::spawn(async move { axum::serve(bare, echo).await });
-            tx.send((aie_addr, raw_addr, bare_addr))
-                .expect("report addresses");
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv().expect("servers started")
+        // rmcp's own Streamable HTTP service with the same settings and none of aie's
+        // layers: the SDK's floor.
+        let raw = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let raw_addr = raw.local_addr().expect("addr");
+        let config = StreamableHttpServerConfig::default()
+            .with_legacy_session_mode(true)
+            .with_json_response(true)
+            .disable_allowed_hosts()
+            .disable_allowed_origins();
+        let server = echo_server();
+        let service = StreamableHttpService::new(
+            move || Ok(server.clone()),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        );
+        let rmcp_only = Router::new().route_service("/mcp", service);
+        tokio::spawn(async move { axum::serve(raw, rmcp_only).await });
+
+        let bare = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let bare_addr = bare.local_addr().expect("addr");
+        let echo = Router::new().route("/echo", post(bare_echo));
+        tokio::spawn(async move { axum::serve(bare, echo).await });
+        (aie, raw_addr, bare_addr)
+    })
 }
 
 /// The bare baseline: parse a JSON-RPC request, answer the same result shape.
