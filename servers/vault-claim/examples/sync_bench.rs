@@ -1,7 +1,7 @@
 //! Figures for vault sync on a `file://` remote with a 10,000-note vault: claim-to-remote
-//! latency (p50, p99 over 100 claims), and the time to sync 100 changed notes (push,
-//! fast-forward pull, and a merge of both sides' changes). Prints figures; asserts nothing
-//! about time.
+//! latency (p50, p99 over 100 claims), the time to sync 100 changed notes (push,
+//! fast-forward pull, and a merge of both sides' changes), and the sync that stamps and
+//! pushes 100 claims made on the vault alone. Prints figures; asserts nothing about time.
 //!
 //! ```sh
 //! cargo run --release -p aie-vault-claim --example sync_bench
@@ -101,6 +101,25 @@ fn main() -> Result<()> {
         "sync of {CHANGED} changed notes, fast-forward pull: {} ({} commit)",
         ms(started.elapsed()),
         pulled.pulled
+    );
+
+    // Claims made on the vault alone (no push each): the next sync stamps and commits them.
+    let step = ids.len() / CLAIMS;
+    let unclaimed = (3 * CHANGED..ids.len()).filter(|i| i % step != 0);
+    let agent_alpha = agent("alpha")?;
+    let started = Instant::now();
+    for i in unclaimed.take(CHANGED) {
+        alpha.with_vault(|vault| vault.claim(&ids[i], &agent_alpha))?;
+    }
+    let claiming = started.elapsed();
+    let started = Instant::now();
+    let stamped = alpha.sync()?;
+    println!(
+        "{CHANGED} claims on the vault: {}; the sync that stamps, commits and pushes them: {} \
+         ({} commit)",
+        ms(claiming),
+        ms(started.elapsed()),
+        stamped.pushed
     );
 
     // Both sides changed 100 notes each: the semantic merge over the whole tree.

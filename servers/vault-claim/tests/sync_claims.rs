@@ -3,8 +3,9 @@
 
 mod sync_support;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fs};
 
+use aie_shared::vault::Task;
 use aie_vault_claim::sync::{ClaimOutcome, Replica, Zone};
 use sync_support::{Net, agent, head_of, holder, seed_tasks, settle, task_files, task_paths_in};
 
@@ -298,4 +299,56 @@ fn sync_claim_lost_at_claim_time_names_the_holder() {
     let again = beta.claim(&ids[1]).expect("second claim");
     assert_eq!(again.owner(), Some(&agent("alpha")));
     assert!(!again.confirmed());
+}
+
+/// A claim writes no owner or lease into its file; the commit that records it does, for the
+/// other replicas, and the working file is left equal to what was committed. This holds for
+/// a claim the sync finds (made on the vault directly) and for a claim pushed at once.
+#[test]
+fn sync_commits_each_claim_with_its_owner_and_lease() {
+    let net = Net::new();
+    let alpha = net.replica("alpha", Zone::Cloud);
+    let ids = seed_tasks(&alpha, 2);
+    let root = alpha.vault().root().to_path_buf();
+    let read = |rel: &str| {
+        Task::parse(&String::from_utf8_lossy(
+            &fs::read(root.join(rel)).expect("read"),
+        ))
+        .expect("parse")
+    };
+
+    let found = alpha.with_vault(|vault| vault.claim(&ids[0], &agent("alpha")).expect("claim"));
+    let on_disk = read(&found.path);
+    assert_eq!(
+        on_disk.meta.owner, None,
+        "the claim itself only moved the file"
+    );
+    assert!(alpha.sync().expect("sync").offline.is_none());
+
+    let pushed = match alpha.claim(&ids[1]).expect("claim") {
+        ClaimOutcome::Confirmed { claim } => claim,
+        other => panic!("expected a confirmed claim, got {other:?}"),
+    };
+    let remote = net.remote_files();
+    for claim in [&found, &pushed] {
+        let blob = remote.get(&claim.path).expect("claim on the remote");
+        let committed = Task::parse(&String::from_utf8_lossy(blob)).expect("parse blob");
+        assert_eq!(committed.meta.owner, Some(agent("alpha")), "{}", claim.path);
+        assert_eq!(committed.meta.claimed_at, Some(claim.claimed_at));
+        assert_eq!(committed.meta.lease_until, Some(claim.lease_until));
+        assert_eq!(committed.body, "Body.\n");
+        assert_eq!(
+            &fs::read(root.join(&claim.path)).expect("read"),
+            blob,
+            "working file as committed"
+        );
+    }
+    let again = alpha.sync().expect("sync");
+    assert_eq!((again.pushed, again.pulled), (0, 0), "{again:?}");
+    let leftovers: Vec<_> = fs::read_dir(root.join("In_Progress/alpha"))
+        .expect("agent folder")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

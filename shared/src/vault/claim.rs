@@ -4,24 +4,29 @@
 //! `In_Progress/<agent>/` with a rename that never replaces. Of two agents racing for one
 //! task, both renames name the same source; the first takes it, and the second finds the
 //! source gone, looks again, and is told which agent won. The folder a task is in is the
-//! truth about who holds it; `owner`, `claimed_at` and `lease_until` in the front matter are
-//! written after the move, for people and for stale-lease checks.
+//! truth about who holds it.
 //!
-//! Durability: a claim costs one data sync (the stamped file's content, before it is renamed
-//! into place). Its renames become durable at the next [`Vault::flush`], which the sync makes
-//! before git records the claim; a crash before then can lose only a claim that never
-//! counted, and never leaves a torn or empty task file (`specs/vault.md`, "Durability").
+//! A claim writes no data: after the move it sets the file's modification time to the claim's
+//! time, and the lease runs from there. `owner`, `claimed_at` and `lease_until` are written
+//! into the front matter later, by [`Vault::stamp_claims`], which the sync runs before it
+//! commits; until then every reader fills them in from the folder and that time, so a claim
+//! reads the same before and after its stamp.
+//!
+//! Durability: a claim's move and time become durable at the next [`Vault::flush`], which the
+//! sync makes before git records the claim; a crash before then can lose only a claim that
+//! never counted, and the task file, never rewritten by a claim, cannot be torn
+//! (`specs/vault.md`, "Durability").
 
-use std::fs;
+use std::{fs, path::Path};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{
     AgentName, Domain, Task, TaskFolder, TaskId, Vault, VaultError, fsio,
     store::{Location, Place},
-    task::now,
+    task::{TaskMeta, now},
 };
 
 /// How often a claim looks again after losing a race for the file before giving up: a
@@ -152,14 +157,14 @@ impl Vault {
         agent: &AgentName,
     ) -> Result<Option<Claim>, VaultError> {
         // Refuse a broken file before moving it: it stays where its author left it.
-        match self.load(&from.path, id) {
-            Ok(_) => {}
+        let task = match self.load(&from.path, id) {
+            Ok(task) => task,
             // Gone since we looked: another agent took it. Look again to name it.
             Err(VaultError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(None);
             }
             Err(e) => return Err(e),
-        }
+        };
         let dir = self.in_progress_dir(agent);
         fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
         let to = Location {
@@ -184,16 +189,31 @@ impl Vault {
                 owner: other,
             });
         }
-        match self.stamp_claim(&to, id, agent, false) {
-            Ok(claim) => Ok(Some(claim)),
-            Err(e @ (VaultError::BadFrontMatter { .. } | VaultError::IdMismatch { .. })) => {
-                // Someone broke the file between our check and the move: give it back
-                // unclaimed, as it is.
-                self.give_back(&to, from);
-                Err(e)
-            }
-            Err(e) => Err(e),
+        if task.meta.owner.is_some() || task.meta.lease_until.is_some() {
+            // Left over from an earlier claim (a file moved back by hand): a stale lease
+            // there would hide ours, so ours is written at once.
+            return match self.stamp_claim(&to, id, agent, false) {
+                Ok(claim) => Ok(Some(claim)),
+                Err(e) => {
+                    self.give_back(&to, from);
+                    Err(e)
+                }
+            };
         }
+        let claimed_at = now();
+        if let Err(e) = fsio::set_modified(&to.path, claimed_at.into()) {
+            self.give_back(&to, from);
+            return Err(self.io(&to.path, e));
+        }
+        Ok(Some(Claim {
+            task_id: id.clone(),
+            owner: agent.clone(),
+            claimed: true,
+            renewed: false,
+            claimed_at,
+            lease_until: claimed_at + self.lease,
+            path: self.rel(&to.path),
+        }))
     }
 
     /// Undoes a move we just made, without replacing anything. If even that fails, the
@@ -202,8 +222,8 @@ impl Vault {
         let _ = fsio::move_no_replace(&taken.path, &origin.path);
     }
 
-    /// Records owner and lease in a task the agent holds: a first claim, or a renewal that
-    /// keeps the first `claimed_at`.
+    /// Writes owner and lease into a task the agent holds: a renewal, which keeps the first
+    /// `claimed_at`, or a first claim of a file that carried an earlier claim's fields.
     fn stamp_claim(
         &self,
         location: &Location,
@@ -211,7 +231,7 @@ impl Vault {
         agent: &AgentName,
         renewed: bool,
     ) -> Result<Claim, VaultError> {
-        let mut task = self.load(&location.path, id)?;
+        let mut task = self.load_held(&location.path, id, agent)?;
         let now = now();
         let claimed_at = match task.meta.claimed_at {
             Some(at) if renewed => at,
@@ -231,6 +251,108 @@ impl Vault {
             lease_until,
             path: self.rel(&location.path),
         })
+    }
+
+    /// Reads a task held in `agent`'s folder with its claim as it stands: a claim whose
+    /// fields are not written yet gets them from the folder and the file's modification time
+    /// ([`Vault::fill_claim`]).
+    pub(crate) fn load_held(
+        &self,
+        path: &Path,
+        id: &TaskId,
+        agent: &AgentName,
+    ) -> Result<Task, VaultError> {
+        let mut task = self.load(path, id)?;
+        self.fill_claim(&mut task.meta, agent, path)?;
+        Ok(task)
+    }
+
+    /// Fills in the claim of a task held in `agent`'s folder when its front matter does not
+    /// record it (a claim not yet stamped, or a file moved there by hand): `owner` is the
+    /// agent, `claimed_at` the file's last change (an earlier `claimed_at` of the same owner
+    /// is kept), `lease_until` that plus the lease. Returns whether anything was filled in.
+    pub(crate) fn fill_claim(
+        &self,
+        meta: &mut TaskMeta,
+        agent: &AgentName,
+        path: &Path,
+    ) -> Result<bool, VaultError> {
+        let recorded = meta.owner.as_ref() == Some(agent)
+            && meta.claimed_at.is_some()
+            && meta.lease_until.is_some();
+        if recorded {
+            return Ok(false);
+        }
+        let modified = fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| self.io(path, e))?;
+        let changed = DateTime::<Utc>::from(modified).trunc_subsecs(0);
+        if meta.owner.as_ref() != Some(agent) || meta.claimed_at.is_none() {
+            meta.claimed_at = Some(changed);
+        }
+        meta.owner = Some(agent.clone());
+        meta.lease_until = Some(changed + self.lease);
+        Ok(true)
+    }
+
+    /// Writes the claims that the front matter does not record yet into the files of these
+    /// held tasks, as [`Vault::fill_claim`] reads them; returns the files stamped.
+    ///
+    /// The sync runs this before it commits, so every committed claim names its owner and
+    /// lease. The stamped copies are written beside the tasks, made durable together with
+    /// one [`Vault::flush`], and only then swapped in, each only if its task file is still
+    /// there and unchanged: a crash leaves each task file whole, stamped or not, and an edit
+    /// or move made meanwhile wins (the stamp waits for the next sync). Files that are gone,
+    /// already stamped or broken are skipped; `check` reports broken ones.
+    pub fn stamp_claims(&self, held: &[(AgentName, TaskId)]) -> Result<Vec<String>, VaultError> {
+        let mut written = Vec::new();
+        for (agent, id) in held {
+            let path = self.in_progress_dir(agent).join(id.file_name());
+            if !self.is_plain_file(&path) {
+                continue;
+            }
+            let old = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io(&path, e)),
+            };
+            let Ok(mut task) = self.parse_task(&path, id, &old) else {
+                continue;
+            };
+            if !self.fill_claim(&mut task.meta, agent, &path)? {
+                continue;
+            }
+            let text = task.render().map_err(|reason| VaultError::Encode {
+                path: self.rel(&path),
+                reason,
+            })?;
+            match fsio::write_temp_unsynced(&path, text.as_bytes()) {
+                Ok(temp) => written.push((temp, path, old)),
+                Err(e) => {
+                    remove_all(&written);
+                    return Err(self.io(&path, e));
+                }
+            }
+        }
+        if written.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Err(e) = self.flush() {
+            remove_all(&written);
+            return Err(e);
+        }
+        let mut stamped = Vec::new();
+        for (at, (temp, path, old)) in written.iter().enumerate() {
+            match fsio::swap_in_if_unchanged(temp, path, old) {
+                Ok(true) => stamped.push(self.rel(path)),
+                Ok(false) => {}
+                Err(e) => {
+                    remove_all(&written[at + 1..]);
+                    return Err(self.io(path, e));
+                }
+            }
+        }
+        Ok(stamped)
     }
 
     /// Gives a held task back to `Needs_Action/<domain>/`, owner and lease cleared.
@@ -322,15 +444,20 @@ impl Vault {
         fsio::write_replacing_unflushed(path, text.as_bytes()).map_err(|e| self.io(path, e))
     }
 
-    /// Claims whose lease ended before `now`; broken files are skipped (`check` lists them).
+    /// Claims whose lease ended before `now`, stamped or not; broken files are skipped
+    /// (`check` lists them).
     pub fn stale_leases(&self, now: DateTime<Utc>) -> Result<Vec<StaleLease>, VaultError> {
         let mut stale = Vec::new();
         for agent in self.agents()? {
             let dir = self.in_progress_dir(&agent);
             for path in self.markdown_files(&dir)? {
-                let Ok(task) = self.load_found(&path) else {
+                let Ok(mut task) = self.load_found(&path) else {
                     continue;
                 };
+                if self.fill_claim(&mut task.meta, &agent, &path).is_err() {
+                    // Gone since the listing: moved on, so not stale.
+                    continue;
+                }
                 if let Some(lease_until) = task.meta.lease_until.filter(|until| *until < now) {
                     stale.push(StaleLease {
                         task_id: task.meta.id,
@@ -342,5 +469,13 @@ impl Vault {
             }
         }
         Ok(stale)
+    }
+}
+
+/// Removes the temporary files of stamps not swapped in; each is a copy of a task file that
+/// stays where it is, so failing to remove one loses nothing (`check` lists it).
+fn remove_all(written: &[(std::path::PathBuf, std::path::PathBuf, Vec<u8>)]) {
+    for (temp, _, _) in written {
+        let _ = fs::remove_file(temp);
     }
 }

@@ -27,11 +27,24 @@ pub(crate) fn move_no_replace(from: &Path, to: &Path) -> io::Result<()> {
 /// `renameat2(RENAME_NOREPLACE)`; `Unsupported` when this filesystem or kernel lacks the flag.
 #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
 fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    rename_with(from, to, rustix::fs::RenameFlags::NOREPLACE)
+}
+
+/// No atomic no-replace rename on this platform: always the fallback.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+fn rename_no_replace(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// `renameat2` with `flags` (macOS: `renamex_np`); `Unsupported` when the filesystem or
+/// kernel lacks the flag.
+#[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+fn rename_with(from: &Path, to: &Path, flags: rustix::fs::RenameFlags) -> io::Result<()> {
     use rustix::{
-        fs::{CWD, RenameFlags, renameat_with},
+        fs::{CWD, renameat_with},
         io::Errno,
     };
-    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+    match renameat_with(CWD, from, CWD, to, flags) {
         Ok(()) => Ok(()),
         // Linux answers EINVAL when the filesystem lacks the flag, very old kernels ENOSYS,
         // macOS ENOTSUP: none of these is a refusal, so the caller falls back.
@@ -40,12 +53,6 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// No atomic no-replace rename on this platform: always the fallback.
-#[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
-fn rename_no_replace(_from: &Path, _to: &Path) -> io::Result<()> {
-    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// The fallback move: hard-link `to` (which refuses an existing name), then unlink `from`.
@@ -97,6 +104,95 @@ pub(crate) fn write_replacing_unflushed(path: &Path, bytes: &[u8]) -> io::Result
     Ok(())
 }
 
+/// Writes `bytes` to a fresh temporary file beside `path` without syncing it; returns its
+/// name. The caller makes it durable ([`flush_filesystem`]) before it takes `path`'s place
+/// ([`swap_in_if_unchanged`]), so many such files cost one flush together.
+pub(crate) fn write_temp_unsynced(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    create_temp(path, bytes).map(|(temp, _)| temp)
+}
+
+/// Puts `temp` in `path`'s place if `path` still holds exactly `expected`; returns whether it
+/// did. Either way `temp` is gone afterwards.
+///
+/// Never brings back a file that was moved away meanwhile, and never drops an edit made
+/// since `expected` was read: on Linux the two names are swapped in one step
+/// (`renameat2(RENAME_EXCHANGE)`, which fails when `path` is gone), the old content is then
+/// compared and swapped back if it changed (macOS: `RENAME_SWAP`). Elsewhere the check comes
+/// just before a plain rename, which leaves a window of microseconds.
+pub(crate) fn swap_in_if_unchanged(temp: &Path, path: &Path, expected: &[u8]) -> io::Result<bool> {
+    let swapped = match exchange(temp, path) {
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            return replace_if_unchanged(temp, path, expected);
+        }
+        other => other,
+    };
+    let result = match swapped {
+        Ok(()) => match fs::read(temp) {
+            // `temp` now holds what `path` held.
+            Ok(old) if old == expected => Ok(true),
+            Ok(_) => exchange(temp, path).map(|()| false),
+            Err(e) => exchange(temp, path).and(Err(e)),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    };
+    match fs::remove_file(temp) {
+        Err(e) if result.is_ok() && e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => result,
+    }
+}
+
+/// The fallback of [`swap_in_if_unchanged`]: compare, then rename over.
+fn replace_if_unchanged(temp: &Path, path: &Path, expected: &[u8]) -> io::Result<bool> {
+    let unchanged = fs::read(path).is_ok_and(|now| now == expected);
+    if unchanged {
+        fs::rename(temp, path)?;
+    } else {
+        fs::remove_file(temp)?;
+    }
+    Ok(unchanged)
+}
+
+/// `renameat2(RENAME_EXCHANGE)`: swaps two existing names; `Unsupported` where the
+/// filesystem or kernel lacks it.
+#[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    rename_with(a, b, rustix::fs::RenameFlags::EXCHANGE)
+}
+
+/// No atomic exchange on this platform.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+fn exchange(_a: &Path, _b: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Sets the file's modification time (not following a link): a claim's time, kept in the
+/// inode so that a claim writes no data (`specs/vault.md`, "Claims").
+#[cfg(unix)]
+pub(crate) fn set_modified(path: &Path, at: std::time::SystemTime) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT, utimensat};
+    let since_epoch = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "time before 1970"))?;
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: since_epoch.as_secs() as _,
+            tv_nsec: since_epoch.subsec_nanos() as _,
+        },
+    };
+    utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+}
+
+/// Sets the file's modification time, through an open handle where there is no `utimensat`.
+#[cfg(not(unix))]
+pub(crate) fn set_modified(path: &Path, at: std::time::SystemTime) -> io::Result<()> {
+    OpenOptions::new().write(true).open(path)?.set_modified(at)
+}
+
 /// Creates `path` with `bytes`, failing with `AlreadyExists` if it exists; the file appears
 /// whole or not at all.
 pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -110,18 +206,27 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Writes `bytes` to a fresh temporary file beside `path` and flushes it to disk.
 fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    let (temp, file) = create_temp(path, bytes)?;
+    // The data (and the size that makes it readable) is all a rename needs on disk first.
+    if let Err(e) = file.sync_data() {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(temp)
+}
+
+/// Creates a fresh temporary file beside `path` holding `bytes`, not yet synced.
+fn create_temp(path: &Path, bytes: &[u8]) -> io::Result<(PathBuf, File)> {
     let temp = temp_path(path);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&temp)?;
-    // The data (and the size that makes it readable) is all a rename needs on disk first.
-    let written = file.write_all(bytes).and_then(|()| file.sync_data());
-    if let Err(e) = written {
+    if let Err(e) = file.write_all(bytes) {
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
-    Ok(temp)
+    Ok((temp, file))
 }
 
 /// A temporary name in the same directory as `path` (so the final rename stays on one
@@ -244,5 +349,49 @@ mod tests {
         assert_eq!(fs::read(&path).expect("read"), b"four");
         flush_filesystem(dir.path()).expect("flush");
         assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 1);
+    }
+
+    /// A stamp takes a file's place only if the file is still there and unchanged: it never
+    /// brings back a file moved away, never drops an edit, and leaves no temporary file.
+    #[test]
+    fn vault_swap_in_only_over_the_unchanged_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.md");
+        let stamp = |text: &[u8]| write_temp_unsynced(&path, text).expect("temp");
+
+        fs::write(&path, "old").expect("old");
+        assert!(swap_in_if_unchanged(&stamp(b"new"), &path, b"old").expect("swap"));
+        assert_eq!(fs::read(&path).expect("read"), b"new");
+
+        fs::write(&path, "edited").expect("edit");
+        assert!(!swap_in_if_unchanged(&stamp(b"stamped"), &path, b"new").expect("swap"));
+        assert_eq!(fs::read(&path).expect("read"), b"edited", "the edit wins");
+
+        let temp = stamp(b"stamped");
+        fs::remove_file(&path).expect("moved away");
+        assert!(!swap_in_if_unchanged(&temp, &path, b"edited").expect("swap"));
+        assert!(!path.exists(), "a moved file is not brought back");
+        assert_eq!(
+            fs::read_dir(dir.path()).expect("dir").count(),
+            0,
+            "no temp left"
+        );
+    }
+
+    /// Setting a file's modification time changes nothing else about it.
+    #[cfg(unix)]
+    #[test]
+    fn vault_set_modified_keeps_the_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.md");
+        fs::write(&path, "body").expect("write");
+        let before = fs::metadata(&path).expect("meta");
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        set_modified(&path, at).expect("set");
+        let after = fs::metadata(&path).expect("meta");
+        assert_eq!(after.modified().expect("mtime"), at);
+        assert_eq!((after.ino(), after.len()), (before.ino(), before.len()));
+        assert_eq!(fs::read(&path).expect("read"), b"body");
     }
 }

@@ -118,16 +118,6 @@ pub enum Finding {
         /// The task file beside it, which stays as it is.
         task: String,
     },
-    /// A task held in `In_Progress/<agent>/` with no `lease_until`: a claim whose lease a
-    /// crash kept from being written (or a release or completion it interrupted), or a file
-    /// moved there by hand. No lease never runs out, so it is listed; `release_stale` may
-    /// give it back.
-    UnleasedClaim {
-        /// The task's file.
-        path: String,
-        /// The agent whose folder holds it.
-        owner: AgentName,
-    },
     /// A claim whose lease ran out.
     StaleLease {
         /// The task's file.
@@ -212,12 +202,6 @@ impl fmt::Display for Finding {
                 f,
                 "{path}: temporary file of a claim a crash interrupted; {task} is whole and \
                  this copy differs only in owner and lease"
-            ),
-            Finding::UnleasedClaim { path, owner } => write!(
-                f,
-                "{path}: held by `{owner}` with no lease recorded (a claim, release or \
-                 completion interrupted by a crash, or a file moved by hand); it never goes \
-                 stale by itself"
             ),
             Finding::StaleLease {
                 path,
@@ -426,26 +410,7 @@ impl Vault {
             }
         }
         self.check_agent_folders(findings)?;
-        self.check_unleased(findings)?;
         Ok(places.into_keys().collect())
-    }
-
-    /// Held tasks with no lease; broken files are listed as such already.
-    fn check_unleased(&self, findings: &mut Vec<Finding>) -> Result<(), VaultError> {
-        for agent in self.agents()? {
-            for path in self.markdown_files(&self.in_progress_dir(&agent))? {
-                if self
-                    .load_found(&path)
-                    .is_ok_and(|task| task.meta.lease_until.is_none())
-                {
-                    findings.push(Finding::UnleasedClaim {
-                        path: self.rel(&path),
-                        owner: agent.clone(),
-                    });
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Folders under `In_Progress/` that are not valid agent names.

@@ -250,8 +250,22 @@ impl Vault {
 
     /// Reads and parses a task file, checking that its front matter's id is `id`.
     pub(crate) fn load(&self, path: &Path, id: &TaskId) -> Result<Task, VaultError> {
-        let text = fs::read_to_string(path).map_err(|e| self.io(path, e))?;
-        let task = Task::parse(&text).map_err(|reason| VaultError::BadFrontMatter {
+        let bytes = fs::read(path).map_err(|e| self.io(path, e))?;
+        self.parse_task(path, id, &bytes)
+    }
+
+    /// Parses a task file's bytes read from `path`, checking its id against `id`.
+    pub(crate) fn parse_task(
+        &self,
+        path: &Path,
+        id: &TaskId,
+        bytes: &[u8],
+    ) -> Result<Task, VaultError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| VaultError::BadFrontMatter {
+            path: self.rel(path),
+            reason: "the file is not UTF-8 text".to_owned(),
+        })?;
+        let task = Task::parse(text).map_err(|reason| VaultError::BadFrontMatter {
             path: self.rel(path),
             reason,
         })?;
@@ -268,7 +282,10 @@ impl Vault {
     /// Reads one task: front matter and body, and where it is.
     pub fn read_task(&self, id: &TaskId) -> Result<StoredTask, VaultError> {
         let location = self.locate_one(id)?;
-        let task = self.load(&location.path, id)?;
+        let task = match location.holder() {
+            Some(agent) => self.load_held(&location.path, id, agent)?,
+            None => self.load(&location.path, id)?,
+        };
         Ok(StoredTask {
             folder: location.folder(),
             holder: location.holder().cloned(),

@@ -59,6 +59,15 @@ fn seed(vault: &Vault, n: usize) -> Vec<TaskId> {
         .collect()
 }
 
+/// A file's modification time, to the second, as claims read it.
+fn file_time(path: &Path) -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    let modified = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    chrono::DateTime::<chrono::Utc>::from(modified).trunc_subsecs(0)
+}
+
 /// Every file under `dir` with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
@@ -508,22 +517,41 @@ fn vault_list_by_folder_and_domain() {
     assert_eq!(json["domain"], "email");
 }
 
-/// A lease that has run out is reported as stale; a fresh one is not.
+/// A lease that has run out is reported as stale; a fresh one is not. Before its stamp a
+/// claim's lease runs from its file's time with the reader's lease; once stamped, the lease
+/// written in the file holds whoever reads it.
 #[test]
 fn vault_stale_lease_is_reported() {
     let (_dir, vault) = new_vault();
     let ids = seed(&vault, 2);
     let short = vault.clone().with_lease(TimeDelta::minutes(1));
-    let claim = short.claim(&ids[0], &agent("cloud")).expect("claim");
-    vault.claim(&ids[1], &agent("local")).expect("claim");
-    let now = task::now();
-    assert!(vault.stale_leases(now).expect("stale").is_empty());
+    let (cloud, local) = (agent("cloud"), agent("local"));
+    let claim = short.claim(&ids[0], &cloud).expect("claim");
+    vault.claim(&ids[1], &local).expect("claim");
+    let stamped = vault
+        .stamp_claims(&[(local.clone(), ids[1].clone())])
+        .expect("stamp");
+    assert_eq!(stamped, ["In_Progress/local/t00001.md"]);
+    assert!(short.stale_leases(task::now()).expect("stale").is_empty());
     let later = claim.lease_until + TimeDelta::seconds(1);
-    let stale = vault.stale_leases(later).expect("stale");
-    assert_eq!(stale.len(), 1);
+    let stale = short.stale_leases(later).expect("stale");
+    let found: Vec<_> = stale.iter().map(|s| (&s.task_id, &s.owner)).collect();
     assert_eq!(
-        (&stale[0].task_id, &stale[0].owner),
-        (&ids[0], &agent("cloud"))
+        found,
+        [(&ids[0], &cloud)],
+        "the stamped 30-minute lease holds"
+    );
+    assert_eq!(stale[0].lease_until, claim.lease_until);
+
+    short
+        .stamp_claims(&[(cloud.clone(), ids[0].clone())])
+        .expect("stamp");
+    let stale = vault.stale_leases(later).expect("stale");
+    let found: Vec<_> = stale.iter().map(|s| (&s.task_id, s.lease_until)).collect();
+    assert_eq!(
+        found,
+        [(&ids[0], claim.lease_until)],
+        "the stamped lease holds"
     );
 }
 
@@ -733,9 +761,10 @@ fn vault_symlinks_are_never_followed() {
     assert_eq!(before, snapshot(&outside));
 }
 
-/// Lays out on disk what a crash can leave of claims (see `specs/vault.md`, "Durability"):
-/// `check` names the unleased claim and tells the abandoned claim temporary file from every
-/// other leftover; `repair` removes only that one, and no task file changes.
+/// Lays out on disk what a crash can leave of claims and their stamps (see `specs/vault.md`,
+/// "Durability"): a moved, unstamped file is a claim like any other, and `check` tells the
+/// abandoned stamp's temporary file from every other leftover; `repair` removes only that
+/// one, and no task file changes.
 #[test]
 fn vault_check_and_repair_handle_an_interrupted_claim() {
     let (dir, vault) = new_vault();
@@ -799,15 +828,10 @@ fn vault_check_and_repair_handle_an_interrupted_claim() {
     );
 
     let findings = vault.check().expect("check");
-    let unleased = Finding::UnleasedClaim {
-        path: "In_Progress/cloud/t00000.md".into(),
-        owner: cloud.clone(),
-    };
     let removable = Finding::AbandonedClaimTemp {
         path: format!("In_Progress/cloud/.t00000.md.{dead}.7.tmp"),
         task: "In_Progress/cloud/t00000.md".into(),
     };
-    assert!(findings.contains(&unleased), "{findings:#?}");
     assert!(findings.contains(&removable), "{findings:#?}");
     let kept: BTreeSet<String> = findings
         .iter()
@@ -826,7 +850,7 @@ fn vault_check_and_repair_handle_an_interrupted_claim() {
     .map(|n| format!("In_Progress/cloud/{n}"))
     .collect();
     assert_eq!(kept, want);
-    assert_eq!(findings.len(), 2 + want.len(), "{findings:#?}");
+    assert_eq!(findings.len(), 1 + want.len(), "{findings:#?}");
 
     let mut before = snapshot(dir.path());
     let report = vault.repair().expect("repair");
@@ -835,14 +859,82 @@ fn vault_check_and_repair_handle_an_interrupted_claim() {
     before.remove(&abandoned);
     assert_eq!(before, snapshot(dir.path()), "only the abandoned copy went");
 
-    // The agent claims again: the lease is written and the claim no longer unleased.
+    // The unstamped claim reads as cloud's, its lease from the file's time; claiming again
+    // renews it and writes it.
+    let read = vault.read_task(&ids[0]).expect("read").task;
+    assert_eq!(read.meta.owner.as_ref(), Some(&cloud));
+    let changed = file_time(&task_path);
+    assert_eq!(read.meta.lease_until, Some(changed + vault.lease()));
     let claim = vault.claim(&ids[0], &cloud).expect("claim again");
     assert!(claim.renewed);
-    assert!(!vault.check().expect("check").contains(&unleased));
-    assert_eq!(
-        vault.read_task(&ids[0]).expect("read").task.body,
-        body_of(&ids[0])
+    assert_eq!(claim.claimed_at, changed, "the first claim's time is kept");
+    let stored = vault.load(&task_path, &ids[0]).expect("load");
+    assert_eq!(stored.meta.lease_until, Some(claim.lease_until));
+    assert_eq!(stored.body, body_of(&ids[0]));
+}
+
+/// A claim moves the file and sets its time, nothing more: the same inode and bytes, no
+/// new file. Every reader sees the claim's owner and lease all the same, and the stamp
+/// written later holds exactly what the claim answered.
+#[cfg(unix)]
+#[test]
+fn vault_claim_writes_no_data_and_reads_as_claimed() {
+    use std::os::unix::fs::MetadataExt;
+    let (_dir, vault) = new_vault();
+    let ids = seed(&vault, 1);
+    let cloud = agent("cloud");
+    let source = vault.needs_action_dir(Domain::Email).join("t00000.md");
+    let (bytes, inode) = (
+        fs::read(&source).expect("read"),
+        fs::metadata(&source).expect("meta").ino(),
     );
+    let claim = vault.claim(&ids[0], &cloud).expect("claim");
+    let held = vault.in_progress_dir(&cloud).join("t00000.md");
+    assert_eq!(fs::read(&held).expect("read"), bytes);
+    assert_eq!(fs::metadata(&held).expect("meta").ino(), inode);
+    assert_eq!(file_time(&held), claim.claimed_at);
+    assert_eq!(
+        fs::read_dir(vault.in_progress_dir(&cloud))
+            .expect("dir")
+            .count(),
+        1
+    );
+
+    let read = vault.read_task(&ids[0]).expect("read").task.meta;
+    assert_eq!(read.owner.as_ref(), Some(&cloud));
+    assert_eq!(read.claimed_at, Some(claim.claimed_at));
+    assert_eq!(read.lease_until, Some(claim.lease_until));
+
+    let held_ids = [(cloud.clone(), ids[0].clone())];
+    assert_eq!(vault.stamp_claims(&held_ids).expect("stamp").len(), 1);
+    let stored = vault.load(&held, &ids[0]).expect("load");
+    assert_eq!(stored.meta, read, "the stamp writes what readers saw");
+    assert_eq!(stored.body, body_of(&ids[0]));
+    assert!(vault.stamp_claims(&held_ids).expect("again").is_empty());
+    assert!(vault.check().expect("check").is_empty());
+}
+
+/// A task that still carries an earlier claim's fields (moved back by hand) gets this
+/// claim's owner and lease written at once, so an old lease never makes it look stale.
+#[test]
+fn vault_claim_of_a_file_with_old_claim_fields_writes_the_new_ones() {
+    let (_dir, vault) = new_vault();
+    let ids = seed(&vault, 1);
+    let path = vault.needs_action_dir(Domain::Email).join("t00000.md");
+    let mut task = vault.load(&path, &ids[0]).expect("load");
+    let long_ago = task::now() - TimeDelta::days(3);
+    task.meta.owner = Some(agent("cloud"));
+    task.meta.claimed_at = Some(long_ago);
+    task.meta.lease_until = Some(long_ago + TimeDelta::minutes(30));
+    fs::write(&path, task.render().expect("render")).expect("write");
+
+    let claim = vault.claim(&ids[0], &agent("cloud")).expect("claim");
+    assert!(!claim.renewed);
+    let held = vault.in_progress_dir(&agent("cloud")).join("t00000.md");
+    let stored = vault.load(&held, &ids[0]).expect("load").meta;
+    assert_eq!(stored.claimed_at, Some(claim.claimed_at));
+    assert_eq!(stored.lease_until, Some(claim.lease_until));
+    assert!(vault.stale_leases(task::now()).expect("stale").is_empty());
 }
 
 /// A claim leaves no temporary file behind, and `flush` succeeds on the vault.

@@ -246,6 +246,9 @@ impl Replica {
             Err(e) => return Err(e.into()),
         };
         let root = self.vault.root();
+        // The commit carries the claim's owner and lease; a renewal wrote them already.
+        self.vault
+            .stamp_claims(&[(self.agent.clone(), id.clone())])?;
         let staging = stage_paths(&git.repo, root, &claim_paths(id, &self.agent))?;
         if let Some(blocked) = staging.blocked.iter().find(|b| b.path == claim.path) {
             // The claimed file can never be committed: give the claim back rather than hold a

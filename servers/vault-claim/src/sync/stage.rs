@@ -1,5 +1,8 @@
 //! Staging the working tree for a commit, file by file, leaving secrets out.
 //!
+//! The changes are listed first ([`working_changes`]) so the caller can stamp the claims among
+//! them before they are staged ([`Changes::held`]).
+//!
 //! Never a blind add-all: each new or changed file is checked by name (the contract's
 //! patterns, whatever `.gitignore` says) and by content (key and token shapes) before it is
 //! staged, from the very bytes that were scanned. A blocked file is reported and left out of
@@ -8,6 +11,7 @@
 
 use std::{collections::BTreeSet, fs, io, path::Path};
 
+use aie_shared::vault::{AgentName, TaskId};
 use git2::{Index, IndexEntry, IndexTime, Oid, Repository, StatusOptions, StatusShow};
 
 use super::{
@@ -38,9 +42,13 @@ enum Staged {
     Skipped,
 }
 
-/// Stages every change in the working tree.
-pub(crate) fn stage_all(repo: &Repository, root: &Path) -> Result<Staging, SyncError> {
-    let git = |action| SyncError::git(action, root);
+/// The working tree's changes since the index, ignored files included: what
+/// [`stage_changes`] stages, listed first so that claims can be stamped before
+/// ([`Changes::held`]).
+pub(crate) struct Changes(Vec<(Result<String, String>, git2::Status)>);
+
+/// Lists every change in the working tree (libgit2's status, trusting the index's stat cache).
+pub(crate) fn working_changes(repo: &Repository, root: &Path) -> Result<Changes, SyncError> {
     let mut options = StatusOptions::new();
     options
         .show(StatusShow::Workdir)
@@ -50,9 +58,9 @@ pub(crate) fn stage_all(repo: &Repository, root: &Path) -> Result<Staging, SyncE
         .include_ignored(true)
         .recurse_ignored_dirs(true)
         .exclude_submodules(true);
-    let changes: Vec<(Result<String, String>, git2::Status)> = repo
+    let changes = repo
         .statuses(Some(&mut options))
-        .map_err(git("status"))?
+        .map_err(SyncError::git("status", root))?
         .iter()
         .map(|entry| {
             let path = std::str::from_utf8(entry.path_bytes())
@@ -61,9 +69,34 @@ pub(crate) fn stage_all(repo: &Repository, root: &Path) -> Result<Staging, SyncE
             (path, entry.status())
         })
         .collect();
-    let mut index = repo.index().map_err(git("index"))?;
+    Ok(Changes(changes))
+}
+
+impl Changes {
+    /// The new or changed task files in agents' `In_Progress/` folders: the claims (and
+    /// renewals) made since the last commit, whose stamps the commit should carry.
+    pub(crate) fn held(&self) -> Vec<(AgentName, TaskId)> {
+        self.0
+            .iter()
+            .filter(|(_, status)| status.is_wt_new() || status.is_wt_modified())
+            .filter_map(|(path, _)| classify(path.as_deref().ok()?))
+            .filter_map(|file| {
+                let agent = file.state.holder()?.clone();
+                Some((agent, TaskId::new(file.id).ok()?))
+            })
+            .collect()
+    }
+}
+
+/// Stages every change listed, each from the file as it is now.
+pub(crate) fn stage_changes(
+    repo: &Repository,
+    root: &Path,
+    changes: Changes,
+) -> Result<Staging, SyncError> {
+    let mut index = repo.index().map_err(SyncError::git("index", root))?;
     let mut pass = Pass::default();
-    for (path, status) in changes {
+    for (path, status) in changes.0 {
         let path = match path {
             Ok(path) => path,
             Err(lossy) => {

@@ -26,18 +26,22 @@ use crate::sync::{
     },
     report::{LostClaim, SyncReport},
     secrets::secret_name_reason,
-    stage::stage_all,
+    stage::{stage_changes, working_changes},
 };
 
 impl Replica {
-    /// Stages every change in the working tree and commits it.
+    /// Stamps new claims, stages every change in the working tree and commits it.
     pub(super) fn commit_all(
         &self,
         git: &mut Git,
         report: &mut SyncReport,
         what: &str,
     ) -> Result<(), SyncError> {
-        let staging = stage_all(&git.repo, self.vault.root())?;
+        let root = self.vault.root();
+        let changes = working_changes(&git.repo, root)?;
+        // Claims made since the last commit are committed with their owner and lease.
+        self.vault.stamp_claims(&changes.held())?;
+        let staging = stage_changes(&git.repo, root, changes)?;
         git.blocked = staging.blocked.clone();
         report.blocked = staging.blocked;
         self.commit(git, staging.tree, what)?;
