@@ -282,6 +282,85 @@ fn vault_claim_4_processes_each_task_owned_once() {
     assert_each_owned_once(&vault, &ids, &wins, &losses);
 }
 
+/// Set in a child process to the vault it should churn in (see [`churn_child_process`]).
+const CHURN_VAULT_ENV: &str = "AIE_VAULT_TEST_CHURN_VAULT";
+/// Tasks the churn test cycles through.
+const CHURN_TASKS: usize = 40;
+
+/// The child half of the kill test: claims, stamps, renews and releases tasks in a loop until
+/// it is killed. Does nothing unless started by that test.
+#[test]
+fn churn_child_process() {
+    let Ok(root) = std::env::var(CHURN_VAULT_ENV) else {
+        return;
+    };
+    let vault = Vault::open(root).expect("child opens vault");
+    let me = agent("churner");
+    let ids: Vec<TaskId> = (0..CHURN_TASKS)
+        .map(|i| task_id(&format!("t{i:05}")))
+        .collect();
+    println!("\nREADY");
+    loop {
+        for id in &ids {
+            vault.claim(id, &me).expect("claim");
+            vault
+                .stamp_claims(&[(me.clone(), id.clone())])
+                .expect("stamp");
+            vault.claim(id, &me).expect("renew");
+            vault.release(id, &me).expect("release");
+        }
+    }
+}
+
+/// A process claiming, stamping, renewing and releasing is killed (SIGKILL) at arbitrary
+/// points, again and again: every task is still exactly once in the vault, whole, with its
+/// body; what a kill leaves beyond that is only temporary files, which `check` names.
+#[test]
+fn vault_killed_claimer_loses_nothing() {
+    use std::io::BufRead;
+    let (_dir, vault) = new_vault();
+    let ids = seed(&vault, CHURN_TASKS);
+    let exe = std::env::current_exe().expect("test binary");
+    for round in 0..8u64 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "vault::tests::churn_child_process",
+                "--nocapture",
+            ])
+            .args(["--test-threads", "1"])
+            .env(CHURN_VAULT_ENV, vault.root())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("stdout");
+        let ready = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line == "READY");
+        assert!(ready, "round {round}: the child never started");
+        thread::sleep(std::time::Duration::from_millis(3 + 7 * round));
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+
+        for id in &ids {
+            let read = vault
+                .read_task(id)
+                .unwrap_or_else(|e| panic!("round {round}: {id}: {e}"));
+            assert_eq!(read.task.body, body_of(id), "round {round}: {id}");
+        }
+        for finding in vault.check().expect("check") {
+            assert!(
+                matches!(
+                    finding,
+                    Finding::LeftoverTempFile { .. } | Finding::AbandonedClaimTemp { .. }
+                ),
+                "round {round}: {finding}"
+            );
+        }
+    }
+}
+
 /// Ids and agent names with path tricks are refused before any file is touched; the bait
 /// file beside the vault is never reached.
 #[test]
