@@ -2,10 +2,17 @@
 accepts to a folder.
 
     python smtp_sink.py --port PORT --dir DIR [--cert CERT --key KEY] [--auth USER:PASSWORD]
+                        [--drop-in-data N]
 
 Each accepted message becomes DIR/<n>.eml (the bytes received, after DATA) and DIR/<n>.json
 (the envelope: mail_from, rcpt_tos). With --cert/--key the server offers STARTTLS and requires
 it before MAIL; with --auth it requires AUTH (PLAIN or LOGIN) with that user and password.
+
+With --drop-in-data N, the first N messages are not accepted: once the whole message has
+arrived after DATA, the server aborts the TCP connection without answering (no 250, no 4xx or
+5xx), so the client cannot know whether the message was delivered. Each such message is kept
+as DIR/dropped-<k>.eml and DIR/dropped-<k>.json instead, so a test can count the attempts.
+
 Prints "READY <port>" once it accepts connections, and runs until killed.
 """
 
@@ -22,26 +29,45 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
-class Sink:
-    """Writes every message to the folder, numbered in arrival order."""
+def keep(base, envelope):
+    """Writes the envelope to BASE.json, then the message to BASE.eml."""
+    # The envelope first and the message last, renamed into place, so a reader that sees
+    # BASE.eml also sees BASE.json.
+    with open(base + ".json", "w") as f:
+        json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}, f)
+    with open(base + ".eml.tmp", "wb") as f:
+        f.write(envelope.original_content or envelope.content)
+    os.rename(base + ".eml.tmp", base + ".eml")
 
-    def __init__(self, folder):
+
+class Sink:
+    """Writes every message to the folder, numbered in arrival order; drops the first
+    `drop_in_data` connections in the middle of DATA instead."""
+
+    def __init__(self, folder, drop_in_data=0):
         self.folder = folder
+        self.drop_in_data = drop_in_data
         self.count = 0
+        self.dropped = 0
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
-            self.count += 1
-            n = self.count
-        base = os.path.join(self.folder, str(n))
-        # Write the envelope first and the message last, renamed into place, so a reader
-        # that sees N.eml also sees N.json.
-        with open(base + ".json", "w") as f:
-            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}, f)
-        with open(base + ".eml.tmp", "wb") as f:
-            f.write(envelope.original_content or envelope.content)
-        os.rename(base + ".eml.tmp", base + ".eml")
+            drop = self.dropped < self.drop_in_data
+            if drop:
+                self.dropped += 1
+                n = self.dropped
+            else:
+                self.count += 1
+                n = self.count
+        if drop:
+            keep(os.path.join(self.folder, f"dropped-{n}"), envelope)
+            # The DATA transaction is left open: the client sent the whole message and waits
+            # for the answer, and the connection is gone instead. aiosmtpd's own write of
+            # the status below goes nowhere once the transport is aborted.
+            server.transport.abort()
+            return "451 never sent: the connection was aborted"
+        keep(os.path.join(self.folder, str(n)), envelope)
         return "250 Message accepted for delivery"
 
 
@@ -66,6 +92,7 @@ def main():
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--auth")
+    parser.add_argument("--drop-in-data", type=int, default=0, metavar="N")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
 
@@ -83,7 +110,7 @@ def main():
         # tests without a certificate.
         kwargs["auth_require_tls"] = bool(args.cert)
 
-    controller = Controller(Sink(args.dir), hostname="127.0.0.1", port=args.port, **kwargs)
+    controller = Controller(Sink(args.dir, args.drop_in_data), hostname="127.0.0.1", port=args.port, **kwargs)
     controller.start()
     print(f"READY {args.port}", flush=True)
     stop = threading.Event()

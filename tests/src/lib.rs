@@ -228,20 +228,44 @@ pub mod zones {
         pub port: u16,
     }
 
+    /// How an [`SmtpSink`] starts; `SinkOptions::default()` is a free port and a server that
+    /// accepts every message.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct SinkOptions {
+        /// The port to listen on (one a test chose earlier, say to find it down first);
+        /// `None` picks a free one.
+        pub port: Option<u16>,
+        /// How many messages, the first ones, the server drops in the middle of DATA: it
+        /// takes the whole message, then aborts the connection without answering
+        /// (`smtp_sink.py --drop-in-data`). They are kept apart, in [`SmtpSink::dropped`].
+        pub drop_in_data: usize,
+    }
+
     impl SmtpSink {
         /// Starts `tests/peers/smtp_sink.py` on a free port and waits until it listens.
         pub fn start(dir: &Path) -> SmtpSink {
-            Self::start_on(free_port(), dir)
+            Self::start_with(dir, SinkOptions::default())
         }
 
         /// Starts `tests/peers/smtp_sink.py` on `port` (one a test chose earlier, say to
         /// find it down first) and waits until it listens.
         pub fn start_on(port: u16, dir: &Path) -> SmtpSink {
+            let options = SinkOptions {
+                port: Some(port),
+                ..SinkOptions::default()
+            };
+            Self::start_with(dir, options)
+        }
+
+        /// Starts `tests/peers/smtp_sink.py` as `options` say and waits until it listens.
+        pub fn start_with(dir: &Path, options: SinkOptions) -> SmtpSink {
+            let port = options.port.unwrap_or_else(free_port);
             let out = dir.join("received");
             let child = Command::new(peer("AIE_PYTHON"))
                 .arg(peers_dir().join("smtp_sink.py"))
                 .args(["--port", &port.to_string(), "--dir"])
                 .arg(&out)
+                .args(["--drop-in-data", &options.drop_in_data.to_string()])
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("start smtp_sink.py");
@@ -258,10 +282,21 @@ pub mod zones {
             format!("smtp://127.0.0.1:{}", self.port)
         }
 
-        /// The raw messages received, in order.
+        /// The raw messages received (accepted with a 250), in order.
         pub fn messages(&self) -> Vec<String> {
+            self.numbered("")
+        }
+
+        /// The raw messages the server took in full and then dropped the connection
+        /// without answering ([`SinkOptions::drop_in_data`]), in order.
+        pub fn dropped(&self) -> Vec<String> {
+            self.numbered("dropped-")
+        }
+
+        /// The contents of `PREFIX1.eml`, `PREFIX2.eml`, … up to the first missing one.
+        fn numbered(&self, prefix: &str) -> Vec<String> {
             (1..)
-                .map(|n| self.out.join(format!("{n}.eml")))
+                .map(|n| self.out.join(format!("{prefix}{n}.eml")))
                 .take_while(|p| p.exists())
                 .map(|p| std::fs::read_to_string(p).expect("eml"))
                 .collect()
