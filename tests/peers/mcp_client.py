@@ -4,7 +4,8 @@ Usage: python mcp_client.py URL MODE TOOL [ARGS_JSON] [--header NAME=VALUE ...]
 
 MODE is `legacy` (initialize handshake and sessions), `2026-07-28` (stateless) or `auto`.
 Lists the tools, calls TOOL with ARGS_JSON, and prints one JSON object:
-{"protocol_version", "server_name", "tools", "is_error", "text", "structured"}.
+{"protocol_version", "server_name", "tools", "is_error", "text", "structured", "meta"}
+(`meta`: the result's `_meta`, or null).
 Exits non-zero, with the reason on stderr, when anything fails.
 """
 
@@ -42,6 +43,7 @@ async def main() -> int:
                         "is_error": bool(result.is_error),
                         "text": "".join(getattr(c, "text", "") for c in result.content),
                         "structured": result.structured_content,
+                        "meta": result.meta,
                     }
                 )
             )
