@@ -310,12 +310,21 @@ pub mod zones {
         }
     }
 
-    /// One tool call by the Python SDK through a gateway, with the bearer token: the printed
-    /// `{tools, is_error, text, structured}`.
+    /// The two protocol eras the Python agent speaks: `legacy` (initialize handshake and
+    /// sessions) and `2026-07-28` (stateless).
+    pub const ERAS: [&str; 2] = ["legacy", "2026-07-28"];
+
+    /// One tool call by the Python SDK through a gateway, with the bearer token, in the
+    /// legacy era: the printed `{tools, is_error, text, structured, meta}`.
     pub fn agent_call(url: &str, tool: &str, args: &Value) -> Value {
+        agent_call_in(url, "legacy", tool, args)
+    }
+
+    /// [`agent_call`] in `era` (one of [`ERAS`]).
+    pub fn agent_call_in(url: &str, era: &str, tool: &str, args: &Value) -> Value {
         let out = run(Command::new(peer("AIE_PYTHON"))
             .arg(peers_dir().join("mcp_client.py"))
-            .args([url, "legacy", tool, &args.to_string()])
+            .args([url, era, tool, &args.to_string()])
             .arg("--header")
             .arg(format!("Authorization=Bearer {TOKEN}")));
         assert!(out.status.success(), "the Python agent failed on {tool}");
@@ -411,9 +420,67 @@ pub mod zones {
         }
     }
 
+    /// The mail the email tests' cloud zone fetches: Alice asks the owner to pay invoice 42.
+    pub const INVOICE_MAIL: &str = "From: Alice <alice@example.org>\r\n\
+To: Owner <owner@example.com>\r\n\
+Subject: Invoice 42\r\n\
+Message-ID: <inv42@example.org>\r\n\
+\r\n\
+Please pay invoice 42 by Friday.\r\n";
+
+    /// The cloud half, run to its end: [`INVOICE_MAIL`] in a Maildir under `root`, `aie up
+    /// --zone cloud` on it syncing through `remote`, [`cloud_drafts`] with `body`, and the
+    /// cloud stopped. The local zone (`root/local`) then pulls the reply for its owner.
+    pub fn cloud_drafts_invoice_reply(root: &Path, remote: &Path, body: &str) -> Drafted {
+        let maildir = root.join("maildir");
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+        }
+        std::fs::write(maildir.join("new/1.invoice"), INVOICE_MAIL).expect("deliver");
+        let cloud = up(
+            "cloud",
+            root,
+            remote,
+            &["--maildir", &maildir.display().to_string()],
+            &[],
+        );
+        cloud_drafts(&cloud, body)
+    }
+
+    /// Every audit record zone `zone` wrote (`root/ZONE/vault/Logs/ZONE/`), oldest file first.
+    pub fn audit_records(root: &Path, zone: &str) -> Vec<Value> {
+        let logs = root.join(zone).join("vault/Logs").join(zone);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&logs)
+            .unwrap_or_else(|e| panic!("{}: {e}", logs.display()))
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .expect("log")
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("record"))
+                    .collect::<Vec<Value>>()
+            })
+            .collect()
+    }
+
     /// `aie ARGS` run to completion.
     pub fn aie(args: &[&str]) -> std::process::Output {
         run(Command::new(super::aie_bin()).args(args))
+    }
+
+    /// `aie ARGS --vault root/ZONE/vault --state root/ZONE/state`: a command on one zone's
+    /// folders, as its owner runs it.
+    pub fn aie_in(zone: &str, root: &Path, args: &[&str]) -> std::process::Output {
+        let vault = root.join(zone).join("vault").display().to_string();
+        let state = root.join(zone).join("state").display().to_string();
+        let mut all = args.to_vec();
+        all.extend(["--vault", &vault, "--state", &state]);
+        aie(&all)
     }
 }
 

@@ -3,36 +3,16 @@
 //! nothing is sent a second time, and the owner is shown the approval in doubt by
 //! `aie approvals show` and `aie approvals list`.
 
-use aie_e2e::zones::{SmtpSink, agent_call, aie, bare_remote, cloud_drafts, up};
+use aie_e2e::zones::{SmtpSink, agent_call, aie_in, bare_remote, cloud_drafts_invoice_reply, up};
 use serde_json::json;
-
-const ORIGINAL: &str = "From: Alice <alice@example.org>\r\n\
-To: Owner <owner@example.com>\r\n\
-Subject: Invoice 42\r\n\
-Message-ID: <inv42@example.org>\r\n\
-\r\n\
-Please pay invoice 42 by Friday.\r\n";
 
 /// Crashes local at `point`, restarts it, and returns the messages the sink holds.
 fn crash_at(point: &str) -> usize {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     let remote = bare_remote(root);
-    let maildir = root.join("maildir");
-    for sub in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
-    }
-    std::fs::write(maildir.join("new/1.crash"), ORIGINAL).expect("deliver");
     let sink = SmtpSink::start(root);
-    let cloud = up(
-        "cloud",
-        root,
-        &remote,
-        &["--maildir", &maildir.display().to_string()],
-        &[],
-    );
-    let drafted = cloud_drafts(&cloud, "crash test reply");
-    drop(cloud);
+    let drafted = cloud_drafts_invoice_reply(root, &remote, "crash test reply");
 
     let smtp = sink.url();
     let mut local = up(
@@ -42,17 +22,11 @@ fn crash_at(point: &str) -> usize {
         &["--smtp", &smtp],
         &[("AIE_TEST_CRASH", point)],
     );
-    let (vault, state) = (root.join("local/vault"), root.join("local/state"));
-    let (vault_s, state_s) = (vault.display().to_string(), state.display().to_string());
-    let approve = aie(&[
-        "approvals",
-        "approve",
-        &drafted.approval_id,
-        "--vault",
-        &vault_s,
-        "--state",
-        &state_s,
-    ]);
+    let approve = aie_in(
+        "local",
+        root,
+        &["approvals", "approve", &drafted.approval_id],
+    );
     assert!(approve.status.success());
     let args = json!({"approval_id": drafted.approval_id});
     // The process dies during the call: the agent sees an error, never a success.
@@ -89,15 +63,7 @@ fn crash_at(point: &str) -> usize {
         "a second message after {point}"
     );
 
-    let shown = aie(&[
-        "approvals",
-        "show",
-        &drafted.approval_id,
-        "--vault",
-        &vault_s,
-        "--state",
-        &state_s,
-    ]);
+    let shown = aie_in("local", root, &["approvals", "show", &drafted.approval_id]);
     let text = String::from_utf8_lossy(&shown.stdout).to_uppercase();
     assert!(text.contains("IN DOUBT"), "the owner is not told: {text}");
     assert!(
@@ -106,14 +72,7 @@ fn crash_at(point: &str) -> usize {
     );
 
     // `list` names it too, id first, with what the ledger and the send journal know.
-    let listed = aie(&[
-        "approvals",
-        "list",
-        "--vault",
-        &vault_s,
-        "--state",
-        &state_s,
-    ]);
+    let listed = aie_in("local", root, &["approvals", "list"]);
     assert!(listed.status.success());
     let text = String::from_utf8_lossy(&listed.stdout);
     let line = text

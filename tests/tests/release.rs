@@ -5,36 +5,20 @@
 //! and the audit log says so. The same approval then sends exactly once. Over HTTP the
 //! same answer is not believed: the gateway does not give approvals back for upstreams.
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use aie_e2e::{
-    Aie, last_json_line, peer, peers_dir, run,
-    zones::{SmtpSink, TOKEN, aie, bare_remote, cloud_drafts, free_port, up},
+    Aie,
+    zones::{
+        SmtpSink, TOKEN, agent_call_in, aie_in, audit_records, bare_remote,
+        cloud_drafts_invoice_reply, free_port, up,
+    },
 };
 use aie_shared::{
     approvals::{Approvals, Outcome},
     vault::{AgentName, ApprovalId, ApprovalRequest, Domain, Vault},
 };
 use serde_json::{Value, json};
-
-const ORIGINAL: &str = "From: Alice <alice@example.org>\r\n\
-To: Owner <owner@example.com>\r\n\
-Subject: Invoice 42\r\n\
-Message-ID: <inv42@example.org>\r\n\
-\r\n\
-Please pay invoice 42 by Friday.\r\n";
-
-/// One tool call by the Python SDK through a gateway in `mode` (`legacy` or `2026-07-28`):
-/// the printed `{tools, is_error, text, structured}`.
-fn agent_call(url: &str, mode: &str, tool: &str, args: &Value) -> Value {
-    let out = run(Command::new(peer("AIE_PYTHON"))
-        .arg(peers_dir().join("mcp_client.py"))
-        .args([url, mode, tool, &args.to_string()])
-        .arg("--header")
-        .arg(format!("Authorization=Bearer {TOKEN}")));
-    assert!(out.status.success(), "the Python agent failed on {tool}");
-    last_json_line(&out)
-}
 
 /// The cloud zone fetched, drafted and synced a reply; the local zone runs with `smtp`
 /// and its owner approved the reply.
@@ -54,20 +38,7 @@ impl Local {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_path_buf();
         let remote = bare_remote(&root);
-        let maildir = root.join("maildir");
-        for sub in ["new", "cur", "tmp"] {
-            std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
-        }
-        std::fs::write(maildir.join("new/1.release"), ORIGINAL).expect("deliver");
-        let cloud = up(
-            "cloud",
-            &root,
-            &remote,
-            &["--maildir", &maildir.display().to_string()],
-            &[],
-        );
-        let drafted = cloud_drafts(&cloud, "release test reply");
-        drop(cloud);
+        let drafted = cloud_drafts_invoice_reply(&root, &remote, "release test reply");
         Local {
             vault: root.join("local/vault"),
             state: root.join("local/state"),
@@ -81,13 +52,7 @@ impl Local {
 
     /// `aie ARGS --vault V --state S`.
     fn aie(&self, args: &[&str]) -> std::process::Output {
-        let (vault, state) = (
-            self.vault.display().to_string(),
-            self.state.display().to_string(),
-        );
-        let mut all = args.to_vec();
-        all.extend(["--vault", &vault, "--state", &state]);
-        aie(&all)
+        aie_in("local", &self.root, args)
     }
 
     fn approve(&self) {
@@ -135,22 +100,7 @@ impl Local {
 
     /// Every audit record the local zone wrote.
     fn audit(&self) -> Vec<Value> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.vault.join("Logs/local"))
-            .expect("Logs/local")
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .expect("log")
-                    .lines()
-                    .map(|l| serde_json::from_str(l).expect("record"))
-                    .collect::<Vec<Value>>()
-            })
-            .collect()
+        audit_records(&self.root, "local")
     }
 
     /// The outcome records of `email_send` under this approval that say nothing ran.
@@ -192,7 +142,7 @@ impl Local {
             "the task is not in Done/"
         );
         let args = json!({"approval_id": self.approval_id});
-        let third = agent_call(url, "legacy", "email_send", &args);
+        let third = agent_call_in(url, "legacy", "email_send", &args);
         assert_eq!(third["is_error"], true, "{third}");
         let why = third["text"].as_str().unwrap_or_default();
         assert!(why.contains("already used"), "{why}");
@@ -214,7 +164,7 @@ fn smtp_down_gives_the_approval_back_then_it_sends_once() {
     zones.approve();
     let args = json!({"approval_id": zones.approval_id});
 
-    let down = agent_call(&local.url, "legacy", "email_send", &args);
+    let down = agent_call_in(&local.url, "legacy", "email_send", &args);
     assert_eq!(down["is_error"], true, "{down}");
     let why = down["text"].as_str().unwrap_or_default();
     assert!(
@@ -232,14 +182,14 @@ fn smtp_down_gives_the_approval_back_then_it_sends_once() {
     );
 
     // Again, stateless (2026-07-28): the in-process router's answer carries the mark too.
-    let down = agent_call(&local.url, "2026-07-28", "email_send", &args);
+    let down = agent_call_in(&local.url, "2026-07-28", "email_send", &args);
     assert_eq!(down["is_error"], true, "{down}");
     zones.assert_given_back(2);
     assert_eq!(zones.not_executed_records().len(), 2);
     zones.audit_verifies();
 
     let sink = SmtpSink::start_on(port, &zones.root);
-    let sent = agent_call(&local.url, "legacy", "email_send", &args);
+    let sent = agent_call_in(&local.url, "legacy", "email_send", &args);
     assert_eq!(sent["is_error"], false, "{sent}");
     assert_eq!(sent["structured"]["status"], "sent", "{sent}");
     zones.assert_sent_once(&local.url, &sink);
@@ -271,7 +221,7 @@ fn restated_payload_is_refused_by_email_send_and_the_approval_stays_usable() {
         .expect("an object");
     restated.insert("approval_id".into(), json!(zones.approval_id));
 
-    let refused = agent_call(
+    let refused = agent_call_in(
         &local.url,
         "2026-07-28",
         "email_send",
@@ -287,11 +237,11 @@ fn restated_payload_is_refused_by_email_send_and_the_approval_stays_usable() {
     zones.assert_given_back(1);
     assert_eq!(zones.not_executed_records().len(), 1);
 
-    let refused = agent_call(&local.url, "legacy", "email_send", &Value::Object(restated));
+    let refused = agent_call_in(&local.url, "legacy", "email_send", &Value::Object(restated));
     assert_eq!(refused["is_error"], true, "{refused}");
     zones.assert_given_back(2);
 
-    let sent = agent_call(
+    let sent = agent_call_in(
         &local.url,
         "legacy",
         "email_send",
@@ -371,7 +321,7 @@ fn http_upstream_is_not_believed_about_not_executed() {
     let approvals = Approvals::open(vault.clone(), &state).expect("ledger");
     approvals.approve(&id, "owner").expect("approve");
 
-    let down = agent_call(
+    let down = agent_call_in(
         &gateway.url,
         "legacy",
         "email_send",
@@ -392,7 +342,7 @@ fn http_upstream_is_not_believed_about_not_executed() {
         Some(Outcome::Error)
     );
     assert!(vault.root().join(format!("Quarantine/{id}.md")).is_file());
-    let again = agent_call(
+    let again = agent_call_in(
         &gateway.url,
         "legacy",
         "email_send",
