@@ -261,7 +261,7 @@ pub enum Refusal {
 
     /// It was started and nobody knows whether it happened.
     #[error(
-        "it was started at {} and whether it happened is unknown (a crash or a timeout); check by hand, it is never retried",
+        "it was started at {} and whether it happened is unknown (a crash, a timeout or a lost connection); check by hand, it is never retried",
         rfc3339(since)
     )]
     InDoubt {

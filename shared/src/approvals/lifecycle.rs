@@ -989,7 +989,7 @@ impl Approvals {
         }
     }
 
-    /// Approvals that were started and whose outcome is unknown (a crash or a timeout), for
+    /// Approvals that were started and whose outcome is unknown (a crash, a timeout or a lost connection), for
     /// the human; they are never retried.
     pub fn in_doubt(&self) -> Result<Vec<(ApprovalId, DateTime<Utc>)>, ApprovalError> {
         let state = self.ledger.read()?;
