@@ -184,7 +184,7 @@ struct SessionParams {
 /// Answers the request directly if it qualifies (see the module's documentation), with
 /// the labels to meter it by; `None` hands it to rmcp untouched.
 pub(crate) async fn answer(
-    handler: &dyn DirectCalls,
+    handler: &Arc<dyn DirectCalls>,
     sessions: &Sessions,
     parts: &Parts,
     body: &Bytes,
@@ -205,7 +205,7 @@ pub(crate) async fn answer(
 
 /// A 2026-07-28 call.
 async fn stateless(
-    handler: &dyn DirectCalls,
+    handler: &Arc<dyn DirectCalls>,
     parts: &Parts,
     body: &Bytes,
 ) -> Option<(Response, CallLabels)> {
@@ -232,15 +232,13 @@ async fn stateless(
         return None;
     }
     let tool = call.params.name;
-    let outcome = handler
-        .call_directly(&tool, call.params.arguments, parts)
-        .await;
+    let outcome = run_detached(handler, &tool, call.params.arguments, parts).await;
     Some(answered(outcome, call.id, tool, Era::Stateless))
 }
 
 /// A call in a 2025-06-18 or 2025-11-25 session.
 async fn in_session(
-    handler: &dyn DirectCalls,
+    handler: &Arc<dyn DirectCalls>,
     sessions: &Sessions,
     parts: &Parts,
     body: &Bytes,
@@ -257,10 +255,30 @@ async fn in_session(
         return None;
     }
     let tool = call.params.name;
-    let outcome = handler
-        .call_directly(&tool, call.params.arguments, parts)
-        .await;
+    let outcome = run_detached(handler, &tool, call.params.arguments, parts).await;
     Some(answered(outcome, call.id, tool, Era::Session))
+}
+
+/// Runs the call in a task of its own and waits for it. A call, once started, runs to its
+/// end even if its HTTP request goes away (the client disconnects, the request times out):
+/// an approved send is never cut off halfway by a closed connection, and whatever its
+/// handler records after it (the gateway's outcome audit) is always recorded. rmcp's path
+/// behaves the same, since it runs each request's handler in a task of its own.
+async fn run_detached(
+    handler: &Arc<dyn DirectCalls>,
+    tool: &str,
+    arguments: Option<JsonObject>,
+    parts: &Parts,
+) -> Result<CallToolResult, ErrorData> {
+    let (handler, tool, parts) = (handler.clone(), tool.to_owned(), parts.clone());
+    let call = tokio::spawn(async move { handler.call_directly(&tool, arguments, &parts).await });
+    match call.await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(ErrorData::internal_error(
+            format!("the tool call ended abnormally: {e}"),
+            None,
+        )),
+    }
 }
 
 /// One `Host` (rmcp refuses a request without one), a JSON body, and an `Accept` of both
@@ -735,5 +753,74 @@ mod tests {
             before,
             "an unusual call went direct"
         );
+    }
+
+    /// Answers every call directly: after a pause it notes that it ran to the end, or it
+    /// panics when asked to.
+    struct Slow(Arc<std::sync::atomic::AtomicBool>);
+
+    impl DirectCalls for Slow {
+        fn answers_directly(&self, _tool: &str, _parts: &Parts) -> bool {
+            true
+        }
+        fn call_directly<'a>(
+            &'a self,
+            _tool: &'a str,
+            arguments: Option<JsonObject>,
+            _parts: &'a Parts,
+        ) -> DirectFuture<'a> {
+            Box::pin(async move {
+                let text = arguments.and_then(|a| a.get("text").cloned());
+                if text == Some(json!("panic")) {
+                    panic!("the tool broke");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                self.0.store(true, Ordering::SeqCst);
+                Ok(CallToolResult::success(vec![]))
+            })
+        }
+    }
+
+    /// A call whose HTTP request goes away (the client disconnects or the request times out,
+    /// and the server drops the request's future) still runs to its end.
+    #[tokio::test]
+    async fn a_call_runs_to_its_end_when_its_request_goes_away() {
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let router = router(Arc::new(Slow(finished.clone())));
+        let request = modern(
+            &call(
+                json!(1),
+                json!({"name": "echo", "arguments": {"text": "hi"}, "_meta": meta()}),
+            ),
+            "echo",
+        );
+        let gone = tokio::time::timeout(Duration::from_millis(20), send(&router, request)).await;
+        assert!(
+            gone.is_err(),
+            "the request was meant to be dropped mid-call"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(finished.load(Ordering::SeqCst), "the call was cut off");
+    }
+
+    /// A tool that panics answers an internal error; the server goes on.
+    #[tokio::test]
+    async fn a_panicking_tool_answers_an_error() {
+        let router = router(Arc::new(Slow(Arc::default())));
+        let panics = call(
+            json!(9),
+            json!({"name": "echo", "arguments": {"text": "panic"}, "_meta": meta()}),
+        );
+        let (status, _, body) = send(&router, modern(&panics, "echo")).await;
+        let answer: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(status, 200);
+        assert_eq!(answer["id"], 9);
+        assert_eq!(answer["error"]["code"], -32603, "{answer}");
+        let fine = call(
+            json!(10),
+            json!({"name": "echo", "arguments": {"text": "hi"}, "_meta": meta()}),
+        );
+        let (status, _, body) = send(&router, modern(&fine, "echo")).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     }
 }

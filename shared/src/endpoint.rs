@@ -101,8 +101,7 @@ where
             return metered(refusal.mark(response), &ep.metrics, unlabelled(), started);
         }
     };
-    if let Some((response, labels)) =
-        direct::answer(ep.direct.as_ref(), &ep.sessions, &parts, &bytes).await
+    if let Some((response, labels)) = direct::answer(&ep.direct, &ep.sessions, &parts, &bytes).await
     {
         ep.metrics.direct_call(&labels);
         return metered(response, &ep.metrics, labels, started);
