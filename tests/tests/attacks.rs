@@ -694,18 +694,15 @@ async fn http_level_attacks() {
     stack.assert_audit_verifies();
 }
 
-/// A flood of 500 requests without a token: every one refused, far fewer audit records, and
-/// the records account for every refusal ("and N similar refusals not recorded"); the
-/// metrics count all 500, the gateway stays up and a client with a token still works.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_refusal_flood_is_counted_not_recorded() {
-    const FLOOD: u64 = 500;
-    let stack = Stack::start("local", "").await;
+/// Sends `n` requests without a token to `stack`'s gateway, 25 at a time, each refused with
+/// 401; returns their refusal records, once these account for all `n` (each record stands
+/// for itself and the refusals it says were not recorded), and how long that took.
+async fn no_token_flood(stack: &Stack, n: u64) -> (Vec<Value>, Duration) {
     let http = reqwest::Client::new();
     let started = std::time::Instant::now();
-    for _ in 0..FLOOD / 25 {
+    for sent in (0..n).step_by(25) {
         let mut batch = tokio::task::JoinSet::new();
-        for _ in 0..25 {
+        for _ in sent..n.min(sent + 25) {
             let request = http
                 .post(&stack.gateway.url)
                 .header("Content-Type", "application/json")
@@ -717,18 +714,11 @@ async fn http_refusal_flood_is_counted_not_recorded() {
             assert_eq!(status.expect("request task"), 401);
         }
     }
-    println!("{FLOOD} refused requests in {:?}", started.elapsed());
+    println!("{n} refused requests in {:?}", started.elapsed());
 
-    // Each record stands for itself and the refusals it says were not recorded; once the
-    // last held one is written (as soon as the rate allows), they add up to the flood.
-    let unrecorded = |reason: &str| -> u64 {
-        reason
-            .split_once("(and ")
-            .and_then(|(_, rest)| rest.split_once(" similar refusals not recorded since "))
-            .map_or(0, |(n, _)| n.parse().expect("a count"))
-    };
+    // Once the last held one is written (as soon as the rate allows), they add up to `n`.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let refusals = loop {
+    loop {
         let refusals: Vec<Value> = stack
             .audit()
             .into_iter()
@@ -743,15 +733,33 @@ async fn http_refusal_flood_is_counted_not_recorded() {
             .iter()
             .map(|r| 1 + unrecorded(r["reason"].as_str().unwrap_or_default()))
             .sum();
-        if accounted == FLOOD {
-            break refusals;
+        if accounted == n {
+            return (refusals, started.elapsed());
         }
         assert!(
-            accounted < FLOOD && std::time::Instant::now() < deadline,
-            "{accounted} refusals accounted for, of {FLOOD}: {refusals:#?}"
+            accounted < n && std::time::Instant::now() < deadline,
+            "{accounted} refusals accounted for, of {n}: {refusals:#?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+}
+
+/// How many refusals a refusal record's reason says were not recorded.
+fn unrecorded(reason: &str) -> u64 {
+    reason
+        .split_once("(and ")
+        .and_then(|(_, rest)| rest.split_once(" similar refusals not recorded since "))
+        .map_or(0, |(n, _)| n.parse().expect("a count"))
+}
+
+/// A flood of 500 requests without a token: every one refused, far fewer audit records, and
+/// the records account for every refusal ("and N similar refusals not recorded"); the
+/// metrics count all 500, the gateway stays up and a client with a token still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_refusal_flood_is_counted_not_recorded() {
+    const FLOOD: u64 = 500;
+    let stack = Stack::start("local", "").await;
+    let (refusals, _) = no_token_flood(&stack, FLOOD).await;
     assert!(
         refusals.len() < 100,
         "{} records for {FLOOD} refusals",
@@ -764,6 +772,7 @@ async fn http_refusal_flood_is_counted_not_recorded() {
         "{refusals:#?}"
     );
 
+    let http = reqwest::Client::new();
     let metrics = http
         .get(stack.gateway.url.replace("/mcp", "/metrics"))
         .send()
@@ -782,6 +791,39 @@ async fn http_refusal_flood_is_counted_not_recorded() {
     let client = stack.client(OWNER).await;
     let listed = call(&client, "vault_list_tasks", json!({})).await;
     assert_ne!(listed.is_error, Some(true), "{}", text(&listed));
+    stack.assert_audit_verifies();
+}
+
+/// `[limits] refusal_audit_burst` and `refusal_audit_per_second` set the rate of refusal
+/// records: with 3 at once, then 1 a second, a flood of 60 is written as the first 3 in full
+/// and then about one record a second, each carrying its count (20 would be written at once
+/// by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_audit_rate_is_configurable() {
+    const FLOOD: u64 = 60;
+    let stack = Stack::start(
+        "local",
+        "[limits]\nrefusal_audit_burst = 3\nrefusal_audit_per_second = 1\n",
+    )
+    .await;
+    let (refusals, took) = no_token_flood(&stack, FLOOD).await;
+    let reasons: Vec<&str> = refusals
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        reasons[..3].iter().all(|r| *r == "401: no bearer token"),
+        "{reasons:#?}"
+    );
+    // The burst, one record a second while the flood and its last release took, and that
+    // last release itself.
+    let most = 3 + took.as_secs_f64().ceil() as usize + 1;
+    assert!(
+        (4..=most).contains(&reasons.len()),
+        "{} records for {FLOOD} refusals in {took:?}: {reasons:#?}",
+        reasons.len()
+    );
+    assert!(unrecorded(reasons[3]) > 0, "{reasons:#?}");
     stack.assert_audit_verifies();
 }
 

@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use super::{
     guard::{CallGuard, CallInfo, CallOutcome, ClientIdentity, HttpRefused, Permit},
     limits::{Budgets, RateLimits, Spend},
-    refusals::{self, Admission, RefusalThrottle, Release},
+    refusals::{self, Admission, RefusalRate, RefusalThrottle, Release},
 };
 
 /// The argument every execute call carries: the approval it runs under.
@@ -151,7 +151,7 @@ impl PolicyGuard {
                 approvals,
                 budgets: Mutex::new(budgets),
                 live: RwLock::new(Arc::new(Live::new(config))),
-                refusals: RefusalThrottle::default(),
+                refusals: RefusalThrottle::new(RefusalRate::of(&config.limits)),
             }),
         })
     }
@@ -197,6 +197,8 @@ impl Inner {
         if same_rates {
             next.rates = live.rates.clone();
         }
+        // Under the same lock, so a call that sees the new policy also sees this rate.
+        self.refusals.set_rate(RefusalRate::of(&config.limits));
         *live = Arc::new(next);
     }
 
@@ -564,7 +566,7 @@ impl CallGuard for PolicyGuard {
                     tracing::warn!(
                         client,
                         "HTTP refusals over {} a second: counted, recorded as the rate allows",
-                        refusals::PER_SECOND
+                        inner.refusals.rate().per_second
                     );
                     inner.clone().release_held_refusals(client.to_owned());
                 }
@@ -644,8 +646,80 @@ fn refusal_text(refused: &Refused) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use aie_shared::http::HttpRefusal;
+    use axum::http::StatusCode;
     use serde_json::json;
+
+    use super::*;
+
+    /// A config whose `[limits]` lets `burst` refusal records through at once, then 1 a second.
+    fn refusal_rate(burst: u32) -> Config {
+        let text =
+            format!("[limits]\nrefusal_audit_burst = {burst}\nrefusal_audit_per_second = 1\n");
+        aie_shared::config::parse(&text, Path::new("/etc/aie/aie.toml")).unwrap()
+    }
+
+    /// The refusal records in `vault`'s audit log of agent `cloud`.
+    fn refusal_records(vault: &Vault) -> usize {
+        let dir = vault.root().join("Logs/cloud");
+        let Ok(files) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        files
+            .map(|file| std::fs::read_to_string(file.unwrap().path()).unwrap())
+            .flat_map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|line| line.contains("401: no bearer token"))
+            .count()
+    }
+
+    /// Sends `n` refusals to `guard`; how many records they added.
+    async fn flood(guard: &PolicyGuard, vault: &Vault, n: usize) -> usize {
+        let refused = HttpRefused {
+            client: None,
+            tool: None,
+            refusal: HttpRefusal::new(StatusCode::UNAUTHORIZED, "no bearer token"),
+            request_id: "req-1".into(),
+            latency_ms: 0,
+        };
+        let before = refusal_records(vault);
+        for _ in 0..n {
+            guard.http_refused(&refused).await;
+        }
+        refusal_records(vault) - before
+    }
+
+    /// The refusal-audit rate is the config's: its burst bounds the records of a flood; a
+    /// reload with the same rate refills nothing, one with another rate applies at once.
+    #[tokio::test]
+    async fn refusal_audit_rate_follows_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::init(dir.path().join("vault")).unwrap();
+        let agent = AgentName::new("cloud").unwrap();
+        let state = dir.path().join("state");
+        let built = Instant::now();
+        let guard =
+            PolicyGuard::new(&refusal_rate(3), Zone::Cloud, vault.clone(), &state, agent).unwrap();
+        // At most how many records the rate (1 a second) can have added to a burst so far:
+        // none while the test takes less than a second, as it does.
+        let refilled = || built.elapsed().as_secs_f64().ceil() as usize;
+
+        let written = flood(&guard, &vault, 30).await;
+        assert!((3..=3 + refilled()).contains(&written), "{written} records");
+
+        guard.set_config(&refusal_rate(3));
+        let written = flood(&guard, &vault, 10).await;
+        assert!(
+            written <= refilled(),
+            "a reload refilled the bucket: {written}"
+        );
+
+        guard.set_config(&refusal_rate(12));
+        let written = flood(&guard, &vault, 30).await;
+        assert!(
+            (12..=12 + refilled()).contains(&written),
+            "{written} records"
+        );
+    }
 
     /// The approval id and the restated payload are told apart; a missing id says what to do.
     #[test]

@@ -9,11 +9,12 @@
 //! Never the token, never a body.
 //!
 //! Anyone can send refused requests, and the log is in the vault, which syncs through git:
-//! [`RefusalThrottle`] writes at most [`BURST`] records at once and [`PER_SECOND`] a second
-//! per client (all requests without a known token count as one client, `-`), and counts the
-//! rest. The next record written for that client says how many were not recorded and since
-//! when; when no further refusal comes, the last one held is written as soon as the rate
-//! allows, carrying the count. So nothing is hidden, and the log grows by a bounded amount.
+//! [`RefusalThrottle`] writes at most `[limits] refusal_audit_burst` records at once (20 by
+//! default) and `refusal_audit_per_second` a second (2) per client (all requests without a
+//! known token count as one client, `-`), and counts the rest. The next record written for
+//! that client says how many were not recorded and since when; when no further refusal
+//! comes, the last one held is written as soon as the rate allows, carrying the count. So
+//! nothing is hidden, and the log grows by a bounded amount.
 
 use std::{
     collections::HashMap,
@@ -24,6 +25,7 @@ use std::{
 
 use aie_shared::{
     audit::ToolCall,
+    config::Limits,
     http::{HttpRefusal, printable},
     policy::{EffectClass, Zone},
     tools::valid_tool_name,
@@ -53,11 +55,6 @@ const MCP_PATH: &str = "/mcp";
 
 /// `client` and `tool` of a record when the request named no known client or no usable tool.
 pub const UNKNOWN: &str = "-";
-
-/// Refusal records written at once, per client, before the rate applies.
-pub const BURST: u32 = 20;
-/// Refusal records written a second, per client, once the burst is spent.
-pub const PER_SECOND: u32 = 2;
 
 /// Longest `x-request-id` kept as the record's correlation id.
 const MAX_REQUEST_ID: usize = 128;
@@ -182,6 +179,37 @@ struct Held {
     last: ToolCall,
 }
 
+/// How many refusal records a client gets: `burst` at once, then `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalRate {
+    /// Records written at once, before the rate applies.
+    pub burst: NonZeroU32,
+    /// Records written a second once the burst is spent.
+    pub per_second: NonZeroU32,
+}
+
+impl RefusalRate {
+    /// The rate `[limits]` sets (`refusal_audit_burst`, `refusal_audit_per_second`).
+    pub fn of(limits: &Limits) -> Self {
+        Self {
+            burst: limits.refusal_audit_burst,
+            per_second: limits.refusal_audit_per_second,
+        }
+    }
+
+    /// The token bucket of this rate.
+    fn quota(self) -> Quota {
+        Quota::per_second(self.per_second).allow_burst(self.burst)
+    }
+}
+
+impl Default for RefusalRate {
+    /// The rate of an empty `[limits]`: 20 at once, then 2 a second.
+    fn default() -> Self {
+        Self::of(&Limits::default())
+    }
+}
+
 type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// One client's bucket and what it holds.
@@ -190,49 +218,89 @@ struct Slot<C: Clock> {
     held: Option<Held>,
 }
 
-/// The rate of refusal records: a token bucket per client ([`BURST`], then [`PER_SECOND`]),
-/// and a count of the refusals over it. The clients are the configured ones and [`UNKNOWN`],
-/// so the map stays as small as the configuration.
-pub struct RefusalThrottle<C: Clock = DefaultClock> {
-    quota: Quota,
-    clock: C,
-    slots: Mutex<HashMap<String, Slot<C>>>,
+/// The rate in force and every client's slot, changed together under one lock.
+struct Slots<C: Clock> {
+    /// The rate new buckets get.
+    rate: RefusalRate,
+    /// Each client's bucket and what it holds, by client name.
+    by_client: HashMap<String, Slot<C>>,
 }
 
-impl std::fmt::Debug for RefusalThrottle {
+/// The rate of refusal records: a token bucket per client (the [`RefusalRate`] of the
+/// config's `[limits]`), and a count of the refusals over it. The clients are the configured
+/// ones and [`UNKNOWN`], so the map stays as small as the configuration.
+pub struct RefusalThrottle<C: Clock = DefaultClock> {
+    clock: C,
+    slots: Mutex<Slots<C>>,
+}
+
+impl<C: Clock> std::fmt::Debug for RefusalThrottle<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RefusalThrottle")
-            .field("quota", &self.quota)
+            .field("rate", &self.rate())
             .finish_non_exhaustive()
     }
 }
 
-impl Default for RefusalThrottle {
-    fn default() -> Self {
-        Self::with_clock(DefaultClock::default())
+impl RefusalThrottle {
+    /// A throttle at `rate`, on the system clock.
+    pub fn new(rate: RefusalRate) -> Self {
+        Self::with_clock(rate, DefaultClock::default())
+    }
+}
+
+impl<C: Clock> RefusalThrottle<C> {
+    /// The slots; a panic elsewhere while they were held leaves them usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots<C>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The rate in force.
+    pub fn rate(&self) -> RefusalRate {
+        self.lock().rate
     }
 }
 
 impl<C: Clock + Clone> RefusalThrottle<C> {
-    /// A throttle at the fixed rate, on `clock`.
-    pub fn with_clock(clock: C) -> Self {
-        let per_second = NonZeroU32::new(PER_SECOND).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
+    /// A throttle at `rate`, on `clock`.
+    pub fn with_clock(rate: RefusalRate, clock: C) -> Self {
         Self {
-            quota: Quota::per_second(per_second).allow_burst(burst),
             clock,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots {
+                rate,
+                by_client: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Applies `rate` from now on (a config reload). The same rate changes nothing: a reload
+    /// never refills a bucket. Another rate gives every client a full bucket at that rate, as
+    /// a changed `[limits]` rate limit does; what is held keeps its count, and its release
+    /// (already scheduled) writes it as soon as the new bucket allows.
+    pub fn set_rate(&self, rate: RefusalRate) {
+        let mut slots = self.lock();
+        if slots.rate == rate {
+            return;
+        }
+        slots.rate = rate;
+        let quota = rate.quota();
+        for slot in slots.by_client.values_mut() {
+            slot.limiter = RateLimiter::direct_with_clock(quota, self.clock.clone());
         }
     }
 
     /// Decides about `call`, a refusal of `client` (a configured name or [`UNKNOWN`]) that
     /// came at `now`.
     pub fn admit(&self, client: &str, call: ToolCall, now: DateTime<Utc>) -> Admission {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = slots.entry(client.to_owned()).or_insert_with(|| Slot {
-            limiter: RateLimiter::direct_with_clock(self.quota, self.clock.clone()),
-            held: None,
-        });
+        let mut slots = self.lock();
+        let quota = slots.rate.quota();
+        let slot = slots
+            .by_client
+            .entry(client.to_owned())
+            .or_insert_with(|| Slot {
+                limiter: RateLimiter::direct_with_clock(quota, self.clock.clone()),
+                held: None,
+            });
         if slot.limiter.check().is_ok() {
             return Admission::Record(match slot.held.take() {
                 Some(held) => counting(call, held.count, held.since),
@@ -258,8 +326,8 @@ impl<C: Clock + Clone> RefusalThrottle<C> {
 
     /// The record of what is held for `client`, once the rate allows one.
     pub fn release(&self, client: &str) -> Release {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(slot) = slots.get_mut(client) else {
+        let mut slots = self.lock();
+        let Some(slot) = slots.by_client.get_mut(client) else {
             return Release::Nothing;
         };
         if slot.held.is_none() {
@@ -381,16 +449,42 @@ mod tests {
             .reason(format!("401: invalid token #{n}"))
     }
 
+    /// When the refusals of these tests came.
+    fn at_ten_past_nine() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2025-01-31T09:10:00.123Z")
+            .unwrap()
+            .to_utc()
+    }
+
+    /// `burst` at once, then `per_second`.
+    fn rate(burst: u32, per_second: u32) -> RefusalRate {
+        RefusalRate {
+            burst: NonZeroU32::new(burst).unwrap(),
+            per_second: NonZeroU32::new(per_second).unwrap(),
+        }
+    }
+
+    /// Admits `n` refusals of `client` at once; how many are to be recorded.
+    fn flood<C: Clock + Clone>(throttle: &RefusalThrottle<C>, client: &str, n: u32) -> u32 {
+        let recorded = (0..n).filter(|&i| {
+            matches!(
+                throttle.admit(client, call(i), at_ten_past_nine()),
+                Admission::Record(_)
+            )
+        });
+        u32::try_from(recorded.count()).unwrap()
+    }
+
     /// A burst is recorded, the rest counted; the next record says how many and since when,
-    /// and a held one is released with the count once the rate allows.
+    /// and a held one is released with the count once the rate allows. The default rate is
+    /// 20 at once, then 2 a second.
     #[test]
     fn floods_are_counted_not_recorded() {
+        assert_eq!(RefusalRate::default(), rate(20, 2));
         let clock = FakeRelativeClock::default();
-        let throttle = RefusalThrottle::with_clock(clock.clone());
-        let now = DateTime::parse_from_rfc3339("2025-01-31T09:10:00.123Z")
-            .unwrap()
-            .to_utc();
-        for n in 0..BURST {
+        let throttle = RefusalThrottle::with_clock(RefusalRate::default(), clock.clone());
+        let now = at_ten_past_nine();
+        for n in 0..20 {
             assert!(matches!(
                 throttle.admit(UNKNOWN, call(n), now),
                 Admission::Record(_)
@@ -440,6 +534,58 @@ mod tests {
             next.reason
         );
         assert_eq!(throttle.release(UNKNOWN), Release::Nothing);
+    }
+
+    /// The configured rate is the one applied: its burst is recorded at once, and a held
+    /// refusal waits no longer than one `per_second` interval.
+    #[test]
+    fn the_configured_rate_applies() {
+        let clock = FakeRelativeClock::default();
+        let throttle = RefusalThrottle::with_clock(rate(3, 4), clock.clone());
+        assert_eq!(flood(&throttle, UNKNOWN, 50), 3);
+        let Release::Wait(wait) = throttle.release(UNKNOWN) else {
+            panic!("released before the rate allows")
+        };
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(250),
+            "{wait:?}"
+        );
+        clock.advance(wait);
+        let Release::Record(released) = throttle.release(UNKNOWN) else {
+            panic!("not released")
+        };
+        assert!(
+            released.reason.contains("(and 46 similar refusals"),
+            "{}",
+            released.reason
+        );
+        let throttle = RefusalThrottle::with_clock(rate(1, 1), clock.clone());
+        assert_eq!(flood(&throttle, "laptop", 50), 1);
+    }
+
+    /// A reload with the same rate refills no bucket; a new rate gives every client a full
+    /// bucket at that rate, and what was held keeps its count.
+    #[test]
+    fn a_reloaded_rate_starts_new_buckets_and_keeps_the_count() {
+        let clock = FakeRelativeClock::default();
+        let throttle = RefusalThrottle::with_clock(rate(2, 1), clock.clone());
+        assert_eq!(flood(&throttle, UNKNOWN, 10), 2);
+        throttle.set_rate(rate(2, 1));
+        assert_eq!(flood(&throttle, UNKNOWN, 5), 0);
+        throttle.set_rate(rate(5, 1));
+        assert_eq!(throttle.rate(), rate(5, 1));
+        // The first admitted record carries the 13 held so far (8 + 5), then the new burst.
+        let Admission::Record(first) = throttle.admit(UNKNOWN, call(99), at_ten_past_nine()) else {
+            panic!("the new burst is not available")
+        };
+        assert!(
+            first.reason.contains("(and 13 similar refusals"),
+            "{}",
+            first.reason
+        );
+        assert_eq!(flood(&throttle, UNKNOWN, 10), 4);
+        // A client first seen after the reload gets the new rate too.
+        assert_eq!(flood(&throttle, "laptop", 10), 5);
     }
 
     /// Collects what the recorder hands over.

@@ -5,6 +5,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    num::NonZeroU32,
     path::{Path, PathBuf},
     str::FromStr,
     time::Duration,
@@ -295,8 +296,14 @@ pub struct PolicyConfig {
     pub tools: BTreeMap<ToolGlob, EffectClass>,
 }
 
+/// HTTP-refusal audit records written at once per client when `[limits]` does not say.
+pub const DEFAULT_REFUSAL_AUDIT_BURST: NonZeroU32 = NonZeroU32::new(20).expect("20 is not 0");
+/// HTTP-refusal audit records written a second per client, once the burst is spent, when
+/// `[limits]` does not say.
+pub const DEFAULT_REFUSAL_AUDIT_PER_SECOND: NonZeroU32 = NonZeroU32::new(2).expect("2 is not 0");
+
 /// `[limits]`, validated.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Limits {
     /// Each client's own rate limit.
     pub per_client: Option<RateLimit>,
@@ -310,6 +317,26 @@ pub struct Limits {
     pub payments_per_day: Option<u32>,
     /// Most paid out a day, by ISO 4217 currency code.
     pub payment_amount_per_day: BTreeMap<String, f64>,
+    /// HTTP-refusal audit records written at once per client.
+    pub refusal_audit_burst: NonZeroU32,
+    /// HTTP-refusal audit records written a second per client once the burst is spent.
+    pub refusal_audit_per_second: NonZeroU32,
+}
+
+impl Default for Limits {
+    /// No rate limits, no budgets, and the default rate of HTTP-refusal records.
+    fn default() -> Self {
+        Limits {
+            per_client: None,
+            per_tool: BTreeMap::new(),
+            emails_per_hour: None,
+            new_recipients_per_day: None,
+            payments_per_day: None,
+            payment_amount_per_day: BTreeMap::new(),
+            refusal_audit_burst: DEFAULT_REFUSAL_AUDIT_BURST,
+            refusal_audit_per_second: DEFAULT_REFUSAL_AUDIT_PER_SECOND,
+        }
+    }
 }
 
 /// A token bucket: `burst` at once, refilled at `requests_per_minute`.

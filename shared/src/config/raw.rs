@@ -201,6 +201,17 @@ pub(crate) struct RawLimits {
     /// A currency not listed has no budget.
     #[serde(default)]
     pub payment_amount_per_day: BTreeMap<String, f64>,
+    /// Audit records of HTTP refusals on `/mcp` (401, 403, 413, 400) written at once per
+    /// client (each configured client, and all requests without a known token as one) before
+    /// `refusal_audit_per_second` applies; refusals over the rate are counted in the next
+    /// record, not written. At least 1. Default 20.
+    #[schemars(range(min = 1))]
+    pub refusal_audit_burst: Option<u32>,
+    /// Audit records of HTTP refusals written a second per client once the burst is spent; a
+    /// whole number, at least 1, so the count of refusals not written is always written soon.
+    /// Default 2.
+    #[schemars(range(min = 1))]
+    pub refusal_audit_per_second: Option<u32>,
 }
 
 /// A token-bucket rate limit.

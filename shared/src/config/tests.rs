@@ -44,6 +44,8 @@ fn empty_file_is_the_default_config() {
     assert_eq!(config.sync.interval_secs, 60);
     assert_eq!(config.sync.lease_minutes, 30);
     assert_eq!(config.http.max_body_bytes, 4 * 1024 * 1024);
+    assert_eq!(config.limits.refusal_audit_burst.get(), 20);
+    assert_eq!(config.limits.refusal_audit_per_second.get(), 2);
     assert_eq!(
         config.gateway.roles.keys().collect::<Vec<_>>(),
         ["drafter", "owner", "reader"]
@@ -201,6 +203,43 @@ interval_secs = 0
             "missing {expected:?} in:\n{joined}"
         );
     }
+}
+
+/// The rate of HTTP-refusal audit records comes from `[limits]` (20 at once, then 2 a second,
+/// when not given); 0, a negative number or a fraction is refused at its key and line.
+#[test]
+fn refusal_audit_rate_is_read_and_checked() {
+    let rate = |text: &str| {
+        let limits = at(text).unwrap_or_else(|e| panic!("{e}")).limits;
+        (
+            limits.refusal_audit_burst.get(),
+            limits.refusal_audit_per_second.get(),
+        )
+    };
+    assert_eq!(rate("[limits]\nemails_per_hour = 3\n"), (20, 2));
+    assert_eq!(rate("[limits]\nrefusal_audit_burst = 5\n"), (5, 2));
+    assert_eq!(
+        rate("[limits]\nrefusal_audit_burst = 1\nrefusal_audit_per_second = 50\n"),
+        (1, 50)
+    );
+    assert_eq!(
+        errors_of("[limits]\nrefusal_audit_burst = 0\nrefusal_audit_per_second = 0\n"),
+        [
+            "/etc/aie/aie.toml:2: limits.refusal_audit_burst: must be at least 1, found 0",
+            "/etc/aie/aie.toml:3: limits.refusal_audit_per_second: must be at least 1, found 0",
+        ]
+    );
+    assert_eq!(
+        errors_of("[limits]\nrefusal_audit_burst = -1\nrefusal_audit_per_second = 0.5\n"),
+        [
+            "/etc/aie/aie.toml:2: limits.refusal_audit_burst: must be at least 1, found -1",
+            "/etc/aie/aie.toml:3: limits.refusal_audit_per_second: expected an integer, found a float",
+        ]
+    );
+    // The schema an editor validates against says so too.
+    let limits = &schema()["$defs"]["Limits"]["properties"];
+    assert_eq!(limits["refusal_audit_burst"]["minimum"], 1);
+    assert_eq!(limits["refusal_audit_per_second"]["minimum"], 1);
 }
 
 /// Relative paths in the file are taken from its folder; secret files stay relative to the

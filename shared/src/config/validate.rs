@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
     path::{Component, Path, PathBuf},
     str::FromStr,
 };
@@ -634,6 +635,19 @@ fn limits(ctx: &mut Ctx<'_>, raw: RawLimits) -> Limits {
             payment_amount_per_day.insert(currency, amount);
         }
     }
+    let defaults = Limits::default();
+    let refusal_audit_burst = at_least_one(
+        ctx,
+        "limits.refusal_audit_burst",
+        raw.refusal_audit_burst,
+        defaults.refusal_audit_burst,
+    );
+    let refusal_audit_per_second = at_least_one(
+        ctx,
+        "limits.refusal_audit_per_second",
+        raw.refusal_audit_per_second,
+        defaults.refusal_audit_per_second,
+    );
     Limits {
         per_client,
         per_tool,
@@ -641,6 +655,26 @@ fn limits(ctx: &mut Ctx<'_>, raw: RawLimits) -> Limits {
         new_recipients_per_day: raw.new_recipients_per_day,
         payments_per_day: raw.payments_per_day,
         payment_amount_per_day,
+        refusal_audit_burst,
+        refusal_audit_per_second,
+    }
+}
+
+/// `value` when it is at least 1, else `default`; 0 is an error at `key`. (The schema's
+/// minimum already refuses 0 in the structural pass; this keeps the type honest.)
+fn at_least_one(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    value: Option<u32>,
+    default: NonZeroU32,
+) -> NonZeroU32 {
+    match value.map(NonZeroU32::new) {
+        None => default,
+        Some(Some(n)) => n,
+        Some(None) => {
+            ctx.err(key, "must be at least 1");
+            default
+        }
     }
 }
 
