@@ -2,7 +2,7 @@
 accepts to a folder.
 
     python smtp_sink.py --port PORT --dir DIR [--cert CERT --key KEY] [--auth USER:PASSWORD]
-                        [--drop-in-data N]
+                        [--drop-in-data N] [--delay-data SECONDS]
 
 Each accepted message becomes DIR/<n>.eml (the bytes received, after DATA) and DIR/<n>.json
 (the envelope: mail_from, rcpt_tos). With --cert/--key the server offers STARTTLS and requires
@@ -13,10 +13,17 @@ arrived after DATA, the server aborts the TCP connection without answering (no 2
 5xx), so the client cannot know whether the message was delivered. Each such message is kept
 as DIR/dropped-<k>.eml and DIR/dropped-<k>.json instead, so a test can count the attempts.
 
+With --delay-data SECONDS, the server waits that long after the whole message has arrived
+before it answers (without blocking its event loop), then goes on as above: a slow server in
+the middle of DATA, for tests of what happens to a send while it waits. A client that closes
+the connection during the wait abandons the message (aiosmtpd then cancels the handler, so it
+is never answered nor accepted); it is kept as DIR/abandoned-<k>.eml and .json instead.
+
 Prints "READY <port>" once it accepts connections, and runs until killed.
 """
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -41,17 +48,31 @@ def keep(base, envelope):
 
 
 class Sink:
-    """Writes every message to the folder, numbered in arrival order; drops the first
+    """Writes every message to the folder, numbered in arrival order, each after waiting
+    `delay_data` seconds (apart, if the client leaves meanwhile); drops the first
     `drop_in_data` connections in the middle of DATA instead."""
 
-    def __init__(self, folder, drop_in_data=0):
+    def __init__(self, folder, drop_in_data=0, delay_data=0.0):
         self.folder = folder
         self.drop_in_data = drop_in_data
+        self.delay_data = delay_data
         self.count = 0
         self.dropped = 0
+        self.abandoned = 0
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay_data > 0:
+            try:
+                await asyncio.sleep(self.delay_data)
+            except asyncio.CancelledError:
+                # aiosmtpd cancels the handler when the client goes: the message is kept
+                # apart, so a test can tell a send cut off mid-DATA, and the handler ends.
+                with self.lock:
+                    self.abandoned += 1
+                    n = self.abandoned
+                keep(os.path.join(self.folder, f"abandoned-{n}"), envelope)
+                raise
         with self.lock:
             drop = self.dropped < self.drop_in_data
             if drop:
@@ -93,6 +114,7 @@ def main():
     parser.add_argument("--key")
     parser.add_argument("--auth")
     parser.add_argument("--drop-in-data", type=int, default=0, metavar="N")
+    parser.add_argument("--delay-data", type=float, default=0.0, metavar="SECONDS")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
 
@@ -110,7 +132,7 @@ def main():
         # tests without a certificate.
         kwargs["auth_require_tls"] = bool(args.cert)
 
-    controller = Controller(Sink(args.dir, args.drop_in_data), hostname="127.0.0.1", port=args.port, **kwargs)
+    controller = Controller(Sink(args.dir, args.drop_in_data, args.delay_data), hostname="127.0.0.1", port=args.port, **kwargs)
     controller.start()
     print(f"READY {args.port}", flush=True)
     stop = threading.Event()

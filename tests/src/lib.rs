@@ -239,6 +239,11 @@ pub mod zones {
         /// takes the whole message, then aborts the connection without answering
         /// (`smtp_sink.py --drop-in-data`). They are kept apart, in [`SmtpSink::dropped`].
         pub drop_in_data: usize,
+        /// How long the server waits once a message has arrived after DATA before it
+        /// answers (`smtp_sink.py --delay-data`): a slow server mid-send. Zero answers at
+        /// once. A message whose client leaves during the wait is neither answered nor
+        /// accepted; it is kept apart, in [`SmtpSink::abandoned`].
+        pub delay_data: Duration,
     }
 
     impl SmtpSink {
@@ -266,6 +271,10 @@ pub mod zones {
                 .args(["--port", &port.to_string(), "--dir"])
                 .arg(&out)
                 .args(["--drop-in-data", &options.drop_in_data.to_string()])
+                .args([
+                    "--delay-data",
+                    &options.delay_data.as_secs_f64().to_string(),
+                ])
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("start smtp_sink.py");
@@ -291,6 +300,12 @@ pub mod zones {
         /// without answering ([`SinkOptions::drop_in_data`]), in order.
         pub fn dropped(&self) -> Vec<String> {
             self.numbered("dropped-")
+        }
+
+        /// The raw messages whose client closed the connection while the server waited
+        /// to answer DATA ([`SinkOptions::delay_data`]), in order.
+        pub fn abandoned(&self) -> Vec<String> {
+            self.numbered("abandoned-")
         }
 
         /// The contents of `PREFIX1.eml`, `PREFIX2.eml`, … up to the first missing one.
