@@ -188,6 +188,7 @@ pub(crate) async fn answer(
     sessions: &Sessions,
     parts: &Parts,
     body: &Bytes,
+    labels: &mut CallLabels,
 ) -> Option<(Response, CallLabels)> {
     let headers = &parts.headers;
     let version = only(headers, "mcp-protocol-version")?;
@@ -195,9 +196,9 @@ pub(crate) async fn answer(
         return None;
     }
     if version == MODERN {
-        stateless(handler, parts, body).await
+        stateless(handler, parts, body, labels).await
     } else if SESSION_ERA.contains(&version) {
-        in_session(handler, sessions, parts, body).await
+        in_session(handler, sessions, parts, body, labels).await
     } else {
         None
     }
@@ -208,6 +209,7 @@ async fn stateless(
     handler: &Arc<dyn DirectCalls>,
     parts: &Parts,
     body: &Bytes,
+    labels: &mut CallLabels,
 ) -> Option<(Response, CallLabels)> {
     let headers = &parts.headers;
     if only(headers, "mcp-method")? != "tools/call"
@@ -232,6 +234,7 @@ async fn stateless(
         return None;
     }
     let tool = call.params.name;
+    *labels = call_labels(&tool);
     let outcome = run_detached(handler, &tool, call.params.arguments, parts).await;
     Some(answered(outcome, call.id, tool, Era::Stateless))
 }
@@ -242,6 +245,7 @@ async fn in_session(
     sessions: &Sessions,
     parts: &Parts,
     body: &Bytes,
+    labels: &mut CallLabels,
 ) -> Option<(Response, CallLabels)> {
     let session = only(&parts.headers, "mcp-session-id")?;
     let call: SessionCall = serde_json::from_slice(body).ok()?;
@@ -255,6 +259,7 @@ async fn in_session(
         return None;
     }
     let tool = call.params.name;
+    *labels = call_labels(&tool);
     let outcome = run_detached(handler, &tool, call.params.arguments, parts).await;
     Some(answered(outcome, call.id, tool, Era::Session))
 }
@@ -337,11 +342,15 @@ fn answered(
     tool: String,
     era: Era,
 ) -> (Response, CallLabels) {
-    let labels = CallLabels {
+    (respond(outcome, id, era), call_labels(&tool))
+}
+
+/// The labels of a `tools/call` of `tool`.
+fn call_labels(tool: &str) -> CallLabels {
+    CallLabels {
         method: "tools/call".to_owned(),
-        tool,
-    };
-    (respond(outcome, id, era), labels)
+        tool: tool.to_owned(),
+    }
 }
 
 /// The JSON-RPC message rmcp sends for `outcome`, as JSON, with the status rmcp gives it.
@@ -465,14 +474,12 @@ mod tests {
     impl DirectCalls for Never {}
 
     fn router(direct: Arc<dyn DirectCalls>) -> Router {
+        metered_router(direct, Metrics::new())
+    }
+
+    fn metered_router(direct: Arc<dyn DirectCalls>, metrics: Metrics) -> Router {
         let opts = HttpOptions::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        mcp_router(
-            server(),
-            direct,
-            &opts,
-            Metrics::new(),
-            CancellationToken::new(),
-        )
+        mcp_router(server(), direct, &opts, metrics, CancellationToken::new())
     }
 
     fn meta() -> Value {
@@ -782,11 +789,13 @@ mod tests {
     }
 
     /// A call whose HTTP request goes away (the client disconnects or the request times out,
-    /// and the server drops the request's future) still runs to its end.
+    /// and the server drops the request's future) still runs to its end, and is counted as
+    /// a request its client closed (499).
     #[tokio::test]
     async fn a_call_runs_to_its_end_when_its_request_goes_away() {
         let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let router = router(Arc::new(Slow(finished.clone())));
+        let metrics = Metrics::new();
+        let router = metered_router(Arc::new(Slow(finished.clone())), metrics.clone());
         let request = modern(
             &call(
                 json!(1),
@@ -801,6 +810,17 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(finished.load(Ordering::SeqCst), "the call was cut off");
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"aie_mcp_requests_total{method="tools/call",tool="echo"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"aie_mcp_errors_total{method="tools/call",tool="echo",kind="http_4xx"} 1"#
+            ),
+            "{text}"
+        );
     }
 
     /// A tool that panics answers an internal error; the server goes on.

@@ -50,6 +50,9 @@ pub struct Endpoint<S> {
     pub direct: Arc<dyn DirectCalls>,
     /// rmcp's sessions, for the calls answered directly within one.
     pub(crate) sessions: Arc<direct::Sessions>,
+    /// The listener's request timeout, to tell a request it cut off from one whose client
+    /// went away.
+    pub(crate) request_timeout: std::time::Duration,
 }
 
 type Inner = Response<Body>;
@@ -62,12 +65,62 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    let started = Instant::now();
+    let mut pending = Unanswered {
+        metrics: ep.metrics.clone(),
+        labels: unlabelled(),
+        started: Instant::now(),
+        request_timeout: ep.request_timeout,
+        answered: false,
+    };
+    let response = respond(&ep, req, &mut pending).await;
+    pending.answered = true;
+    response
+}
+
+/// A request on its way to an answer. If its future is dropped first (its client went away,
+/// or the request timeout cut it off), it is recorded on drop with what is known of it, so
+/// a call abandoned halfway still counts: status 408 once the request timeout has passed,
+/// otherwise 499 (the client closed the request, as nginx names it).
+struct Unanswered {
+    metrics: Metrics,
+    /// Filled in as soon as the request's method and tool are known.
+    labels: CallLabels,
+    started: Instant,
+    request_timeout: std::time::Duration,
+    answered: bool,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let status = if elapsed >= self.request_timeout {
+            408
+        } else {
+            499
+        };
+        self.metrics
+            .observe(&self.labels, status, elapsed.as_secs_f64());
+    }
+}
+
+/// Answers one request; `pending` learns its labels as soon as they are known.
+async fn respond<S, B>(ep: &Endpoint<S>, req: Request, pending: &mut Unanswered) -> Response
+where
+    S: Service<Request, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let started = pending.started;
     if req.method() != http::Method::POST {
         let labels = CallLabels {
             method: req.method().as_str().to_owned(),
             tool: String::new(),
         };
+        pending.labels = labels.clone();
         let response = call(&ep.inner, req).await;
         return metered(response, &ep.metrics, labels, started);
     }
@@ -101,7 +154,14 @@ where
             return metered(refusal.mark(response), &ep.metrics, unlabelled(), started);
         }
     };
-    if let Some((response, labels)) = direct::answer(&ep.direct, &ep.sessions, &parts, &bytes).await
+    if let Some((response, labels)) = direct::answer(
+        &ep.direct,
+        &ep.sessions,
+        &parts,
+        &bytes,
+        &mut pending.labels,
+    )
+    .await
     {
         ep.metrics.direct_call(&labels);
         return metered(response, &ep.metrics, labels, started);
@@ -126,6 +186,7 @@ where
                 let response = error_response(StatusCode::BAD_REQUEST, id, INVALID_REQUEST, why);
                 return metered(response, &ep.metrics, labels, started);
             }
+            pending.labels = labels.clone();
             let response = call(&ep.inner, Request::from_parts(parts, Body::from(bytes))).await;
             metered(response, &ep.metrics, labels, started)
         }
@@ -134,6 +195,7 @@ where
                 method: "batch".into(),
                 tool: String::new(),
             };
+            pending.labels = labels.clone();
             let response = batch(&ep.inner, parts, items).await;
             metered(response, &ep.metrics, labels, started)
         }

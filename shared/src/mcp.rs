@@ -75,6 +75,7 @@ where
         max_body_bytes: opts.max_body_bytes,
         direct,
         sessions: Arc::new(crate::direct::Sessions::new(sessions)),
+        request_timeout: opts.request_timeout,
     };
     Router::new()
         .route("/mcp", any(endpoint::serve))
