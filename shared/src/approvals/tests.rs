@@ -21,6 +21,22 @@ use crate::{
     vault::{AgentName, ApprovalId, ApprovalRequest, Domain, Task, TaskId, Vault},
 };
 
+/// Asserts a refusal's reason matches `pattern`, showing the whole refusal if it does not.
+macro_rules! assert_refused {
+    ($refused:expr, $pattern:pat) => {{
+        let refused = &$refused;
+        assert!(matches!(refused.refusal, $pattern), "{refused}");
+    }};
+}
+
+/// Asserts an error matches `pattern`, showing the error if it does not.
+macro_rules! assert_error {
+    ($error:expr, $pattern:pat) => {{
+        let error = &$error;
+        assert!(matches!(error, $pattern), "{error}");
+    }};
+}
+
 /// A fresh vault and state folder, and the approvals on them.
 struct Fixture {
     dir: TempDir,
@@ -51,19 +67,100 @@ impl Fixture {
         self.path(rel).is_file()
     }
 
-    /// Files `Pending_Approval/email/<id>.md` for `payload`, expiring in an hour.
-    fn draft(&self, raw: &str, payload: &Value) -> ApprovalId {
+    /// Moves vault file `from` to `to` by hand, as a person (or a crash mid-move) leaves it.
+    fn move_file(&self, from: &str, to: &str) -> std::io::Result<()> {
+        fs::rename(self.path(from), self.path(to))
+    }
+
+    /// Opens the same vault and state again, as a restarted process (or `aie approvals`) does.
+    fn reopen(&self) -> Result<Approvals, ApprovalError> {
+        Approvals::open(self.vault().clone(), &self.state())
+    }
+
+    /// Files `Pending_Approval/email/<raw>.md` for [`reply`], expiring in an hour.
+    fn draft(&self, raw: &str) -> ApprovalId {
         self.vault()
-            .write_approval_request(&request(raw, payload, TimeDelta::hours(1)))
+            .write_approval_request(&request(raw, &reply(), TimeDelta::hours(1)))
             .expect("write request");
         id(raw)
     }
 
     /// Drafts and approves.
-    fn approved(&self, raw: &str, payload: &Value) -> ApprovalId {
-        let id = self.draft(raw, payload);
+    fn approved(&self, raw: &str) -> ApprovalId {
+        let id = self.draft(raw);
         self.approvals.approve(&id, "owner").expect("approve");
         id
+    }
+
+    /// Files task `Needs_Action/email/<task>.md` and a request `raw` drafted for it.
+    fn draft_for_task(&self, raw: &str, task: &str) -> ApprovalId {
+        let task = TaskId::new(task).expect("task");
+        self.vault()
+            .create_task(&Task::new(task.clone(), Domain::Email, "Invoice", "Body\n"))
+            .expect("task");
+        self.vault()
+            .write_approval_request(&request(raw, &reply(), TimeDelta::hours(1)).for_task(task))
+            .expect("write");
+        id(raw)
+    }
+
+    /// Writes request `raw` straight into `Approved/` with no local decision, as sync or a
+    /// forger would.
+    fn arrive(&self, raw: &str) -> ApprovalId {
+        let text = request(raw, &reply(), TimeDelta::hours(1))
+            .render()
+            .expect("render");
+        fs::write(self.path(&format!("Approved/{raw}.md")), text).expect("arrive");
+        id(raw)
+    }
+
+    /// Makes vault path `rel` a link to an empty folder outside the vault; that folder.
+    fn bait_link(&self, rel: &str) -> PathBuf {
+        let bait = self.dir.path().join("bait");
+        fs::create_dir_all(&bait).expect("bait");
+        std::os::unix::fs::symlink(&bait, self.path(rel)).expect("link");
+        bait
+    }
+
+    /// Asks to run `id`'s approved call: `email_send` with [`reply`].
+    fn authorize(&self, id: &ApprovalId) -> Result<Authorized, Refused> {
+        self.approvals.authorize(id, "email_send", &reply())
+    }
+
+    /// Records how `id`'s execution ended, as the local agent.
+    fn record_result(
+        &self,
+        id: &ApprovalId,
+        outcome: Outcome,
+        detail: &str,
+    ) -> Result<ResultRecorded, ApprovalError> {
+        self.approvals.record_result(id, outcome, detail, &agent())
+    }
+
+    /// Authorizes `id` and gives that use back ("down"), as a server that ran nothing does;
+    /// the use given back.
+    fn give_back(&self, id: &ApprovalId) -> Authorized {
+        let go = self.authorize(id).expect("authorized");
+        self.approvals
+            .release(id, go.use_seq, "down")
+            .expect("released");
+        go
+    }
+
+    /// `id`'s status as `show` reports it.
+    fn status(&self, id: &ApprovalId) -> ApprovalStatus {
+        self.approvals.show(id).expect("show").status
+    }
+
+    /// The ledger as it reads now.
+    fn ledger_state(&self) -> LedgerState {
+        self.approvals.ledger().read().expect("ledger")
+    }
+
+    /// Asserts the ledger reads without damage.
+    fn assert_ledger_sound(&self) {
+        let state = self.ledger_state();
+        assert!(state.damage().is_none(), "{:?}", state.problems);
     }
 
     /// How many `used` entries the ledger file holds for `id`.
@@ -78,7 +175,7 @@ impl Fixture {
     /// Asserts the refusal left the approval unused.
     fn assert_unused(&self, id: &ApprovalId) {
         assert_eq!(self.used_entries(id), 0, "{id} was marked used");
-        let state = self.approvals.ledger().read().expect("ledger");
+        let state = self.ledger_state();
         assert!(state.get(id).is_none_or(|r| r.used_at.is_none()));
     }
 
@@ -98,6 +195,11 @@ impl Fixture {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Replaces the ledger file with `lines`, as an attacker editing it in place would.
+    fn write_ledger(&self, lines: &[String]) {
+        fs::write(self.approvals.ledger().path(), lines.join("\n") + "\n").expect("write");
     }
 }
 
@@ -134,19 +236,33 @@ fn refusal(result: Result<Authorized, Refused>) -> Refused {
     }
 }
 
+/// How many threads [`race`] starts at once.
+const RACERS: usize = 8;
+
+/// [`RACERS`] threads, let go together by a barrier, each authorizing `id`: their results.
+fn race(approvals: &Approvals, id: &ApprovalId) -> Vec<Result<Authorized, Refused>> {
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let handles: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (approvals, barrier, a) = (approvals.clone(), barrier.clone(), id.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                approvals.authorize(&a, "email_send", &reply())
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect()
+}
+
 /// Approve, authorize with exactly the approved arguments, record ok: the file and its task
 /// end in Done, and a second call is refused.
 #[test]
 fn approvals_happy_path_runs_once() {
     let fx = Fixture::new();
-    let task = TaskId::new("t1").expect("task");
-    fx.vault()
-        .create_task(&Task::new(task.clone(), Domain::Email, "Invoice", "Body\n"))
-        .expect("task");
-    fx.vault()
-        .write_approval_request(&request("a1", &reply(), TimeDelta::hours(1)).for_task(task))
-        .expect("write");
-    let a1 = id("a1");
+    let a1 = fx.draft_for_task("a1", "t1");
     let listing = fx.approvals.list_pending().expect("list");
     assert!(
         listing
@@ -154,33 +270,20 @@ fn approvals_happy_path_runs_once() {
             .starts_with("a1  email  email_send  by cloud"),
         "{listing}"
     );
-    assert_eq!(
-        fx.approvals.show(&a1).expect("show").status,
-        ApprovalStatus::Pending
-    );
+    assert_eq!(fx.status(&a1), ApprovalStatus::Pending);
 
     let decided = fx.approvals.approve(&a1, "owner").expect("approve");
     assert_eq!(decided.path, "Approved/a1.md");
     assert!(!fx.exists("Pending_Approval/email/a1.md"));
-    assert_eq!(
-        fx.approvals.show(&a1).expect("show").status,
-        ApprovalStatus::Approved
-    );
+    assert_eq!(fx.status(&a1), ApprovalStatus::Approved);
 
-    let go = fx
-        .approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized");
+    let go = fx.authorize(&a1).expect("authorized");
     assert_eq!(go.payload, reply());
     assert_eq!(fx.used_entries(&a1), 1);
-    assert_eq!(
-        fx.approvals.show(&a1).expect("show").status,
-        ApprovalStatus::Running
-    );
+    assert_eq!(fx.status(&a1), ApprovalStatus::Running);
 
     let done = fx
-        .approvals
-        .record_result(&a1, Outcome::Ok, "sent <m1@example.org>", &agent())
+        .record_result(&a1, Outcome::Ok, "sent <m1@example.org>")
         .expect("result");
     assert_eq!(done.moved_to.as_deref(), Some("Done/approvals/a1.md"));
     assert_eq!(done.task.as_deref(), Some("Done/t1.md"));
@@ -191,11 +294,8 @@ fn approvals_happy_path_runs_once() {
     assert!(text.starts_with("a1  done  email_send"), "{text}");
     assert!(text.contains("approved by owner"), "{text}");
 
-    let again = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
-    assert!(
-        matches!(again.refusal, Refusal::AlreadyUsed { .. }),
-        "{again}"
-    );
+    let again = refusal(fx.authorize(&a1));
+    assert_refused!(again, Refusal::AlreadyUsed { .. });
     assert_eq!(fx.used_entries(&a1), 1);
     // Approved files never sit in `Done/` itself, where tasks are listed.
     assert!(
@@ -211,12 +311,9 @@ fn approvals_happy_path_runs_once() {
 #[test]
 fn approvals_refuse_without_approval() {
     let fx = Fixture::new();
-    let a1 = fx.draft("a1", &reply());
-    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
-    assert!(
-        matches!(refused.refusal, Refusal::NotApproved { .. }),
-        "{refused}"
-    );
+    let a1 = fx.draft("a1");
+    let refused = refusal(fx.authorize(&a1));
+    assert_refused!(refused, Refusal::NotApproved { .. });
     assert!(
         refused.to_string().contains("Pending_Approval/email"),
         "{refused}"
@@ -224,11 +321,8 @@ fn approvals_refuse_without_approval() {
     assert!(refused.set_aside.is_none());
     assert!(fx.exists("Pending_Approval/email/a1.md"));
     fx.assert_unused(&a1);
-    let unknown = refusal(fx.approvals.authorize(&id("nope"), "email_send", &reply()));
-    assert!(
-        matches!(unknown.refusal, Refusal::NotApproved { .. }),
-        "{unknown}"
-    );
+    let unknown = refusal(fx.authorize(&id("nope")));
+    assert_refused!(unknown, Refusal::NotApproved { .. });
 }
 
 /// A rejected request put back into Approved/ is refused and set aside; a revoked approval
@@ -236,14 +330,14 @@ fn approvals_refuse_without_approval() {
 #[test]
 fn approvals_refuse_rejected() {
     let fx = Fixture::new();
-    let a1 = fx.draft("a1", &reply());
+    let a1 = fx.draft("a1");
     let decided = fx
         .approvals
         .reject(&a1, "owner", "wrong tone")
         .expect("reject");
     assert_eq!(decided.path, "Rejected/a1.md");
     fs::copy(fx.path("Rejected/a1.md"), fx.path("Approved/a1.md")).expect("copy back");
-    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    let refused = refusal(fx.authorize(&a1));
     match &refused.refusal {
         Refusal::Rejected { reason, by } => {
             assert_eq!((reason.as_str(), by.as_str()), ("wrong tone", "owner"))
@@ -254,30 +348,24 @@ fn approvals_refuse_rejected() {
     assert!(!fx.exists("Approved/a1.md"));
     fx.assert_unused(&a1);
 
-    let a2 = fx.approved("a2", &reply());
+    let a2 = fx.approved("a2");
     fx.approvals
         .reject(&a2, "owner", "changed my mind")
         .expect("revoke");
     assert!(fx.exists("Rejected/a2.md"));
-    let refused = refusal(fx.approvals.authorize(&a2, "email_send", &reply()));
-    assert!(
-        matches!(refused.refusal, Refusal::Rejected { .. }),
-        "{refused}"
-    );
+    let refused = refusal(fx.authorize(&a2));
+    assert_refused!(refused, Refusal::Rejected { .. });
     fx.assert_unused(&a2);
     let again = fx
         .approvals
         .approve(&a2, "owner")
         .expect_err("rejection is final");
-    assert!(
-        matches!(
-            again,
-            ApprovalError::AlreadyDecided {
-                decision: "rejected",
-                ..
-            }
-        ),
-        "{again}"
+    assert_error!(
+        again,
+        ApprovalError::AlreadyDecided {
+            decision: "rejected",
+            ..
+        }
     );
 }
 
@@ -286,103 +374,62 @@ fn approvals_refuse_rejected() {
 #[test]
 fn approvals_refuse_expired() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
+    let a1 = fx.approved("a1");
     let later = chrono::Utc::now() + TimeDelta::hours(2);
     let refused = refusal(
         fx.approvals
             .authorize_at(&a1, "email_send", &reply(), later),
     );
-    assert!(
-        matches!(refused.refusal, Refusal::Expired { .. }),
-        "{refused}"
-    );
+    assert_refused!(refused, Refusal::Expired { .. });
     assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/a1.md"));
     fx.assert_unused(&a1);
 
-    let a2 = fx.draft("a2", &reply());
+    let a2 = fx.draft("a2");
     let err = fx
         .approvals
         .approve_at(&a2, "owner", later)
         .expect_err("expired");
-    assert!(matches!(err, ApprovalError::Expired { .. }), "{err}");
+    assert_error!(err, ApprovalError::Expired { .. });
     assert!(fx.exists("Pending_Approval/email/a2.md"));
-    assert!(
-        fx.approvals
-            .ledger()
-            .read()
-            .expect("ledger")
-            .get(&a2)
-            .is_none()
-    );
+    assert!(fx.ledger_state().get(&a2).is_none());
 }
 
 /// A second use is refused, both while the first is running and after its result.
 #[test]
 fn approvals_refuse_used_twice() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
-    fx.approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("first");
-    let running = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
-    assert!(
-        matches!(running.refusal, Refusal::AlreadyUsed { .. }),
-        "{running}"
-    );
+    let a1 = fx.approved("a1");
+    fx.authorize(&a1).expect("first");
+    let running = refusal(fx.authorize(&a1));
+    assert_refused!(running, Refusal::AlreadyUsed { .. });
     assert!(
         running.set_aside.is_none(),
         "the running one keeps its file"
     );
-    fx.approvals
-        .record_result(&a1, Outcome::Ok, "sent", &agent())
-        .expect("result");
-    let after = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
-    assert!(
-        matches!(after.refusal, Refusal::AlreadyUsed { .. }),
-        "{after}"
-    );
+    fx.record_result(&a1, Outcome::Ok, "sent").expect("result");
+    let after = refusal(fx.authorize(&a1));
+    assert_refused!(after, Refusal::AlreadyUsed { .. });
     assert_eq!(fx.used_entries(&a1), 1);
     let twice = fx
-        .approvals
-        .record_result(&a1, Outcome::Error, "late", &agent())
+        .record_result(&a1, Outcome::Error, "late")
         .expect_err("one result");
-    assert!(
-        matches!(twice, ApprovalError::ResultExists { .. }),
-        "{twice}"
-    );
+    assert_error!(twice, ApprovalError::ResultExists { .. });
 }
 
 /// Eight threads authorizing one approval at once: exactly one goes ahead, ten times over.
 #[test]
 fn approvals_concurrent_authorize_has_one_winner() {
-    const THREADS: usize = 8;
     let fx = Fixture::new();
     for round in 0..10 {
-        let a = fx.approved(&format!("a{round}"), &reply());
-        let barrier = Arc::new(Barrier::new(THREADS));
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let (approvals, barrier, a) = (fx.approvals.clone(), barrier.clone(), a.clone());
-                thread::spawn(move || {
-                    barrier.wait();
-                    approvals.authorize(&a, "email_send", &reply())
-                })
-            })
-            .collect();
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect();
+        let a = fx.approved(&format!("a{round}"));
+        let results = race(&fx.approvals, &a);
         assert_eq!(
             results.iter().filter(|r| r.is_ok()).count(),
             1,
             "round {round}"
         );
         for refused in results.into_iter().filter_map(Result::err) {
-            assert!(
-                matches!(refused.refusal, Refusal::AlreadyUsed { .. }),
-                "{refused}"
-            );
+            assert_refused!(refused, Refusal::AlreadyUsed { .. });
         }
         assert_eq!(fx.used_entries(&a), 1, "round {round}");
     }
@@ -405,23 +452,20 @@ fn approvals_refuse_file_edited_after_approval() {
         ("tool", |r| r.meta.tool = "payments_execute".into()),
     ];
     for (n, (what, edit)) in edits.into_iter().enumerate() {
-        let a = fx.approved(&format!("a{n}"), &reply());
+        let a = fx.approved(&format!("a{n}"));
         let path = fx.path(&format!("Approved/a{n}.md"));
         let mut request =
             ApprovalRequest::parse(&fs::read_to_string(&path).expect("read")).expect("parse");
         edit(&mut request);
         fs::write(&path, request.render().expect("render")).expect("edit");
-        let refused = refusal(fx.approvals.authorize(&a, "email_send", &reply()));
+        let refused = refusal(fx.authorize(&a));
         match &refused.refusal {
             Refusal::PayloadChanged { detail } => assert!(detail.contains(what), "{detail}"),
             other => panic!("{what}: expected PayloadChanged, got {other}"),
         }
         assert_eq!(refused.set_aside, Some(format!("Quarantine/a{n}.md")));
         fx.assert_unused(&a);
-        assert_eq!(
-            fx.approvals.show(&a).expect("show").status,
-            ApprovalStatus::SetAside
-        );
+        assert_eq!(fx.status(&a), ApprovalStatus::SetAside);
     }
 }
 
@@ -430,35 +474,22 @@ fn approvals_refuse_file_edited_after_approval() {
 #[test]
 fn approvals_refuse_sync_arrival() {
     let fx = Fixture::new();
-    let arrive = |raw: &str| {
-        let text = request(raw, &reply(), TimeDelta::hours(1))
-            .render()
-            .expect("render");
-        fs::write(fx.path(&format!("Approved/{raw}.md")), text).expect("arrive");
-        id(raw)
-    };
-    let a1 = arrive("a1");
-    assert_eq!(
-        fx.approvals.show(&a1).expect("show").status,
-        ApprovalStatus::Unverified
-    );
-    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
-    assert!(
-        matches!(refused.refusal, Refusal::NoLedgerEntry),
-        "{refused}"
-    );
+    let a1 = fx.arrive("a1");
+    assert_eq!(fx.status(&a1), ApprovalStatus::Unverified);
+    let refused = refusal(fx.authorize(&a1));
+    assert_refused!(refused, Refusal::NoLedgerEntry);
     assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/a1.md"));
     fx.assert_unused(&a1);
     // Arriving again: set aside again, next to the first copy, never replacing it.
-    arrive("a1");
-    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
+    fx.arrive("a1");
+    let refused = refusal(fx.authorize(&a1));
     assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/a1~1.md"));
     let view = fx.approvals.show(&a1).expect("show");
     assert_eq!(view.status, ApprovalStatus::SetAside);
     assert_eq!(view.other_paths.len(), 1, "{view}");
     fx.assert_unused(&a1);
 
-    let a2 = arrive("a2");
+    let a2 = fx.arrive("a2");
     SyncArrivals::record(&fx.state(), ["Approved/a2.md", "Needs_Action/email/x.md"])
         .expect("record");
     let synced = SyncArrivals::load(&fx.state()).expect("load");
@@ -474,11 +505,8 @@ fn approvals_refuse_sync_arrival() {
         "{:?}",
         report.set_aside
     );
-    let refused = refusal(fx.approvals.authorize(&a2, "email_send", &reply()));
-    assert!(
-        matches!(refused.refusal, Refusal::NotApproved { .. }),
-        "{refused}"
-    );
+    let refused = refusal(fx.authorize(&a2));
+    assert_refused!(refused, Refusal::NotApproved { .. });
     fx.assert_unused(&a2);
 }
 
@@ -487,12 +515,9 @@ fn approvals_refuse_sync_arrival() {
 #[test]
 fn approvals_manual_move_is_adopted_on_local_only() {
     let fx = Fixture::new();
-    let a1 = fx.draft("a1", &reply());
-    fs::rename(
-        fx.path("Pending_Approval/email/a1.md"),
-        fx.path("Approved/a1.md"),
-    )
-    .expect("mv");
+    let a1 = fx.draft("a1");
+    fx.move_file("Pending_Approval/email/a1.md", "Approved/a1.md")
+        .expect("mv");
     let none = SyncArrivals::default();
     let cloud = fx
         .approvals
@@ -510,11 +535,9 @@ fn approvals_manual_move_is_adopted_on_local_only() {
             .to_string()
             .contains("by moving the file")
     );
-    fx.approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized");
+    fx.authorize(&a1).expect("authorized");
 
-    let a2 = fx.draft("a2", &reply());
+    let a2 = fx.draft("a2");
     let text = fs::read_to_string(fx.path("Pending_Approval/email/a2.md")).expect("read");
     fs::write(
         fx.path("Approved/a2.md"),
@@ -536,14 +559,11 @@ fn approvals_manual_move_is_adopted_on_local_only() {
 #[test]
 fn approvals_refuse_other_arguments() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
+    let a1 = fx.approved("a1");
     let mut other = reply();
     other["to"] = json!("mallory@example.org");
     let refused = refusal(fx.approvals.authorize(&a1, "email_send", &other));
-    assert!(
-        matches!(refused.refusal, Refusal::ArgumentsDiffer { .. }),
-        "{refused}"
-    );
+    assert_refused!(refused, Refusal::ArgumentsDiffer { .. });
     assert!(refused.set_aside.is_none());
     let refused = refusal(fx.approvals.authorize(&a1, "payments_execute", &reply()));
     match &refused.refusal {
@@ -568,29 +588,22 @@ fn approvals_refuse_other_arguments() {
 #[test]
 fn approvals_refuse_bad_mac() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
+    let a1 = fx.approved("a1");
     // Forge an approval for a2 by copying a1's authentic line under another id.
-    let text = request("a2", &reply(), TimeDelta::hours(1))
-        .render()
-        .expect("render");
-    fs::write(fx.path("Approved/a2.md"), text).expect("forged file");
+    let a2 = fx.arrive("a2");
     let forged = fx.ledger_lines()[0]
         .replace("\"approval_id\":\"a1\"", "\"approval_id\":\"a2\"")
         .replace("\"seq\":1", "\"seq\":2");
     fx.append_ledger(&format!("{forged}\n"));
-    let a2 = id("a2");
-    let refused = refusal(fx.approvals.authorize(&a2, "email_send", &reply()));
-    assert!(matches!(refused.refusal, Refusal::BadMac), "{refused}");
+    let refused = refusal(fx.authorize(&a2));
+    assert_refused!(refused, Refusal::BadMac);
     assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/a2.md"));
-    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
-    assert!(
-        matches!(refused.refusal, Refusal::LedgerDamaged { .. }),
-        "{refused}"
-    );
+    let refused = refusal(fx.authorize(&a1));
+    assert_refused!(refused, Refusal::LedgerDamaged { .. });
     assert!(refused.set_aside.is_none(), "a1's own file is not at fault");
     fx.assert_unused(&a1);
     fx.assert_unused(&a2);
-    let state = fx.approvals.ledger().read().expect("ledger");
+    let state = fx.ledger_state();
     assert_eq!(state.problems[0].kind, ProblemKind::BadMac);
     assert!(
         fx.approvals
@@ -601,26 +614,26 @@ fn approvals_refuse_bad_mac() {
     );
     let err = fx
         .approvals
-        .approve(&fx.draft("a3", &reply()), "owner")
+        .approve(&fx.draft("a3"), "owner")
         .expect_err("damaged");
-    assert!(matches!(err, ApprovalError::LedgerDamaged { .. }), "{err}");
+    assert_error!(err, ApprovalError::LedgerDamaged { .. });
 }
 
 /// An authentic line altered in place (a1's approved hash) fails its MAC too.
 #[test]
 fn approvals_refuse_altered_ledger_line() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
+    let a1 = fx.approved("a1");
     let mut lines = fx.ledger_lines();
     let mut entry: Value = serde_json::from_str(&lines[0]).expect("json");
     entry["payload_sha256"] = json!(crate::vault::payload_sha256(&json!({"to": "mallory"})));
     lines[0] = serde_json::to_string(&entry).expect("encode");
-    fs::write(fx.approvals.ledger().path(), lines.join("\n") + "\n").expect("write");
+    fx.write_ledger(&lines);
     let refused = refusal(
         fx.approvals
             .authorize(&a1, "email_send", &json!({"to": "mallory"})),
     );
-    assert!(matches!(refused.refusal, Refusal::BadMac), "{refused}");
+    assert_refused!(refused, Refusal::BadMac);
     fx.assert_unused(&a1);
 }
 
@@ -629,17 +642,12 @@ fn approvals_refuse_altered_ledger_line() {
 #[test]
 fn approvals_crash_between_used_and_result_is_in_doubt() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
-    fx.approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized");
+    let a1 = fx.approved("a1");
+    fx.authorize(&a1).expect("authorized");
     // The process dies here, before the server answers. A new one starts:
-    let restarted = Approvals::open(fx.vault().clone(), &fx.state()).expect("reopen");
+    let restarted = fx.reopen().expect("reopen");
     let refused = refusal(restarted.authorize(&a1, "email_send", &reply()));
-    assert!(
-        matches!(refused.refusal, Refusal::InDoubt { .. }),
-        "{refused}"
-    );
+    assert_refused!(refused, Refusal::InDoubt { .. });
     assert!(refused.set_aside.is_none());
     assert!(fx.exists("Approved/a1.md"), "left for the human to see");
     assert_eq!(fx.used_entries(&a1), 1);
@@ -652,10 +660,7 @@ fn approvals_crash_between_used_and_result_is_in_doubt() {
         .record_result(&a1, Outcome::InDoubt, "timeout after 30s", &agent())
         .expect("in doubt");
     let refused = refusal(restarted.authorize(&a1, "email_send", &reply()));
-    assert!(
-        matches!(refused.refusal, Refusal::InDoubt { .. }),
-        "{refused}"
-    );
+    assert_refused!(refused, Refusal::InDoubt { .. });
     // The human checked the outbox: it was sent.
     restarted
         .record_result(&a1, Outcome::Ok, "found in Sent", &agent())
@@ -668,22 +673,14 @@ fn approvals_crash_between_used_and_result_is_in_doubt() {
 #[test]
 fn approvals_failed_result_sets_aside() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
-    fx.approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized");
+    let a1 = fx.approved("a1");
+    fx.authorize(&a1).expect("authorized");
     let out = fx
-        .approvals
-        .record_result(&a1, Outcome::Error, "550 mailbox unavailable", &agent())
+        .record_result(&a1, Outcome::Error, "550 mailbox unavailable")
         .expect("result");
     assert_eq!(out.moved_to.as_deref(), Some("Quarantine/a1.md"));
-    assert_eq!(
-        fx.approvals.show(&a1).expect("show").status,
-        ApprovalStatus::Failed
-    );
-    let none = fx
-        .approvals
-        .record_result(&id("a9"), Outcome::Ok, "", &agent());
+    assert_eq!(fx.status(&a1), ApprovalStatus::Failed);
+    let none = fx.record_result(&id("a9"), Outcome::Ok, "");
     assert!(
         matches!(none, Err(ApprovalError::NotStarted { .. })),
         "{none:?}"
@@ -695,12 +692,12 @@ fn approvals_failed_result_sets_aside() {
 fn approvals_ledger_gap_is_damage() {
     let fx = Fixture::new();
     for raw in ["a1", "a2", "a3"] {
-        fx.approved(raw, &reply());
+        fx.approved(raw);
     }
     let mut lines = fx.ledger_lines();
     lines.remove(1);
-    fs::write(fx.approvals.ledger().path(), lines.join("\n") + "\n").expect("write");
-    let refused = refusal(fx.approvals.authorize(&id("a3"), "email_send", &reply()));
+    fx.write_ledger(&lines);
+    let refused = refusal(fx.authorize(&id("a3")));
     match &refused.refusal {
         Refusal::LedgerDamaged { detail } => {
             assert!(detail.contains("seq 3 follows seq 1"), "{detail}")
@@ -714,19 +711,15 @@ fn approvals_ledger_gap_is_damage() {
 #[test]
 fn approvals_torn_ledger_line_is_harmless() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
+    let a1 = fx.approved("a1");
     fx.append_ledger("{\"approval_id\":\"a1\",\"at\":\"2025-");
-    let a2 = fx.approved("a2", &reply());
-    let state = fx.approvals.ledger().read().expect("ledger");
+    let a2 = fx.approved("a2");
+    let state = fx.ledger_state();
     assert_eq!(state.problems.len(), 1);
     assert_eq!(state.problems[0].kind, ProblemKind::Torn);
     assert!(state.damage().is_none());
-    fx.approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("a1");
-    fx.approvals
-        .authorize(&a2, "email_send", &reply())
-        .expect("a2");
+    fx.authorize(&a1).expect("a1");
+    fx.authorize(&a2).expect("a2");
 }
 
 /// The key is 32 private bytes, made once and kept; a loose or damaged key is refused.
@@ -734,33 +727,30 @@ fn approvals_torn_ledger_line_is_harmless() {
 fn approvals_key_is_private_and_stable() {
     use std::os::unix::fs::PermissionsExt;
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
+    let a1 = fx.approved("a1");
     let key = fx.state().join(KEY_FILE);
     let meta = fs::metadata(&key).expect("key");
     assert_eq!(meta.len(), 32);
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    let reopened = Approvals::open(fx.vault().clone(), &fx.state()).expect("reopen");
+    let reopened = fx.reopen().expect("reopen");
     reopened
         .authorize(&a1, "email_send", &reply())
         .expect("same key verifies old entries");
 
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let loose = Approvals::open(fx.vault().clone(), &fx.state()).expect_err("loose key");
-    assert!(
-        matches!(loose, ApprovalError::KeyPermissions { .. }),
-        "{loose}"
-    );
+    let loose = fx.reopen().expect_err("loose key");
+    assert_error!(loose, ApprovalError::KeyPermissions { .. });
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod");
     fs::write(&key, b"short").expect("damage");
-    let bad = Approvals::open(fx.vault().clone(), &fx.state()).expect_err("bad key");
-    assert!(matches!(bad, ApprovalError::BadKey { .. }), "{bad}");
+    let bad = fx.reopen().expect_err("bad key");
+    assert_error!(bad, ApprovalError::BadKey { .. });
 }
 
 /// A pending file edited after drafting cannot be approved; nothing is recorded.
 #[test]
 fn approvals_approve_refuses_edited_request() {
     let fx = Fixture::new();
-    let a1 = fx.draft("a1", &reply());
+    let a1 = fx.draft("a1");
     let path = fx.path("Pending_Approval/email/a1.md");
     let text = fs::read_to_string(&path).expect("read");
     fs::write(
@@ -769,18 +759,8 @@ fn approvals_approve_refuses_edited_request() {
     )
     .expect("edit");
     let err = fx.approvals.approve(&a1, "owner").expect_err("edited");
-    assert!(
-        matches!(err, ApprovalError::PayloadMismatch { .. }),
-        "{err}"
-    );
-    assert!(
-        fx.approvals
-            .ledger()
-            .read()
-            .expect("ledger")
-            .get(&a1)
-            .is_none()
-    );
+    assert_error!(err, ApprovalError::PayloadMismatch { .. });
+    assert!(fx.ledger_state().get(&a1).is_none());
     let listing = fx.approvals.list_pending().expect("list");
     assert!(listing.to_string().contains("EDITED"), "{listing}");
     fx.approvals
@@ -793,22 +773,14 @@ fn approvals_approve_refuses_edited_request() {
 #[test]
 fn approvals_interrupted_approve_is_finished() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
-    fs::rename(
-        fx.path("Approved/a1.md"),
-        fx.path("Pending_Approval/email/a1.md"),
-    )
-    .expect("undo move");
-    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
-    assert!(
-        matches!(refused.refusal, Refusal::NotApproved { .. }),
-        "{refused}"
-    );
+    let a1 = fx.approved("a1");
+    fx.move_file("Approved/a1.md", "Pending_Approval/email/a1.md")
+        .expect("undo move");
+    let refused = refusal(fx.authorize(&a1));
+    assert_refused!(refused, Refusal::NotApproved { .. });
     let decided = fx.approvals.approve(&a1, "owner").expect("finish");
     assert_eq!(decided.path, "Approved/a1.md");
-    fx.approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized");
+    fx.authorize(&a1).expect("authorized");
 }
 
 /// A `Quarantine` that is a link is never moved into: the refusal stands, the bait stays
@@ -816,18 +788,10 @@ fn approvals_interrupted_approve_is_finished() {
 #[test]
 fn approvals_never_set_aside_through_a_link() {
     let fx = Fixture::new();
-    let bait = fx.dir.path().join("bait");
-    fs::create_dir_all(&bait).expect("bait");
-    std::os::unix::fs::symlink(&bait, fx.path("Quarantine")).expect("link");
-    let text = request("a1", &reply(), TimeDelta::hours(1))
-        .render()
-        .expect("render");
-    fs::write(fx.path("Approved/a1.md"), text).expect("arrive");
-    let refused = refusal(fx.approvals.authorize(&id("a1"), "email_send", &reply()));
-    assert!(
-        matches!(refused.refusal, Refusal::NoLedgerEntry),
-        "{refused}"
-    );
+    let bait = fx.bait_link("Quarantine");
+    let a1 = fx.arrive("a1");
+    let refused = refusal(fx.authorize(&a1));
+    assert_refused!(refused, Refusal::NoLedgerEntry);
     assert!(refused.set_aside.is_none());
     assert_eq!(fs::read_dir(&bait).expect("bait").count(), 0);
     assert!(fx.exists("Approved/a1.md"));
@@ -837,8 +801,8 @@ fn approvals_never_set_aside_through_a_link() {
 #[test]
 fn approvals_list_pending_lines() {
     let fx = Fixture::new();
-    fx.draft("b2", &reply());
-    fx.draft("a1", &reply());
+    fx.draft("b2");
+    fx.draft("a1");
     fs::write(
         fx.path("Pending_Approval/social/broken.md"),
         "no front matter",
@@ -861,10 +825,7 @@ fn approvals_list_pending_lines() {
         "{text}"
     );
     let missing = fx.approvals.show(&id("zz")).expect_err("missing");
-    assert!(
-        matches!(missing, ApprovalError::NotFound { .. }),
-        "{missing}"
-    );
+    assert_error!(missing, ApprovalError::NotFound { .. });
 }
 
 /// A `Done` that is a link is never moved into: the result is recorded, the move is
@@ -872,25 +833,15 @@ fn approvals_list_pending_lines() {
 #[test]
 fn approvals_never_file_done_through_a_link() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
-    let bait = fx.dir.path().join("bait");
-    fs::create_dir_all(&bait).expect("bait");
+    let a1 = fx.approved("a1");
     fs::remove_dir_all(fx.path("Done")).expect("done");
-    std::os::unix::fs::symlink(&bait, fx.path("Done")).expect("link");
-    fx.approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized");
-    let out = fx
-        .approvals
-        .record_result(&a1, Outcome::Ok, "sent", &agent())
-        .expect("result");
+    let bait = fx.bait_link("Done");
+    fx.authorize(&a1).expect("authorized");
+    let out = fx.record_result(&a1, Outcome::Ok, "sent").expect("result");
     assert!(out.moved_to.is_none());
     assert!(out.problems[0].contains("link"), "{:?}", out.problems);
     assert_eq!(fs::read_dir(&bait).expect("bait").count(), 0);
-    assert_eq!(
-        fx.approvals.show(&a1).expect("show").status,
-        ApprovalStatus::Done
-    );
+    assert_eq!(fx.status(&a1), ApprovalStatus::Done);
 }
 
 /// Set in a child process to the vault it authorizes in (see [`authorize_child_process`]).
@@ -937,7 +888,7 @@ fn authorize_child_process() {
 fn approvals_at_most_once_across_processes() {
     let fx = Fixture::new();
     for i in 0..CONTENDED {
-        fx.approved(&format!("c{i:02}"), &reply());
+        fx.approved(&format!("c{i:02}"));
     }
     let exe = std::env::current_exe().expect("test binary");
     let children: Vec<_> = (0..4)
@@ -967,8 +918,7 @@ fn approvals_at_most_once_across_processes() {
     wins.sort();
     let expected: Vec<String> = (0..CONTENDED).map(|i| format!("c{i:02}")).collect();
     assert_eq!(wins, expected, "each approval won exactly once");
-    let state = fx.approvals.ledger().read().expect("ledger");
-    assert!(state.damage().is_none(), "{:?}", state.problems);
+    fx.assert_ledger_sound();
     for i in 0..CONTENDED {
         assert_eq!(fx.used_entries(&id(&format!("c{i:02}"))), 1);
     }
@@ -988,19 +938,9 @@ fn not_releasable(result: Result<(), ApprovalError>) -> String {
 #[test]
 fn approvals_release_after_use_makes_it_usable_again() {
     let fx = Fixture::new();
-    let task = TaskId::new("t1").expect("task");
-    fx.vault()
-        .create_task(&Task::new(task.clone(), Domain::Email, "Invoice", "Body\n"))
-        .expect("task");
-    fx.vault()
-        .write_approval_request(&request("a1", &reply(), TimeDelta::hours(1)).for_task(task))
-        .expect("write");
-    let a1 = id("a1");
+    let a1 = fx.draft_for_task("a1", "t1");
     fx.approvals.approve(&a1, "owner").expect("approve");
-    let go = fx
-        .approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized");
+    let go = fx.authorize(&a1).expect("authorized");
     fx.approvals
         .release(&a1, go.use_seq, "email_send: not sent: SMTP server down")
         .expect("released");
@@ -1009,14 +949,7 @@ fn approvals_release_after_use_makes_it_usable_again() {
         fx.exists("Needs_Action/email/t1.md"),
         "the task does not move"
     );
-    let record = fx
-        .approvals
-        .ledger()
-        .read()
-        .expect("ledger")
-        .get(&a1)
-        .cloned()
-        .expect("record");
+    let record = fx.ledger_state().get(&a1).cloned().expect("record");
     assert!(record.used_at.is_none(), "unused again");
     assert_eq!(record.released.len(), 1);
     assert_eq!(record.released[0].used_at, go.used_at);
@@ -1030,23 +963,14 @@ fn approvals_release_after_use_makes_it_usable_again() {
     );
     assert!(fx.approvals.in_doubt().expect("in doubt").is_empty());
 
-    let again = fx
-        .approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("usable again");
+    let again = fx.authorize(&a1).expect("usable again");
     assert!(again.use_seq > go.use_seq);
-    let running = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
-    assert!(
-        matches!(running.refusal, Refusal::AlreadyUsed { .. }),
-        "{running}"
-    );
-    fx.approvals
-        .record_result(&a1, Outcome::Ok, "sent", &agent())
-        .expect("result");
+    let running = refusal(fx.authorize(&a1));
+    assert_refused!(running, Refusal::AlreadyUsed { .. });
+    fx.record_result(&a1, Outcome::Ok, "sent").expect("result");
     assert!(fx.exists("Done/approvals/a1.md"));
     assert!(fx.exists("Done/t1.md"));
-    let state = fx.approvals.ledger().read().expect("ledger");
-    assert!(state.damage().is_none(), "{:?}", state.problems);
+    fx.assert_ledger_sound();
 }
 
 /// A release follows only the matching use of a running execution: never without a use,
@@ -1055,62 +979,41 @@ fn approvals_release_after_use_makes_it_usable_again() {
 #[test]
 fn approvals_release_refused_unless_it_follows_its_use() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
+    let a1 = fx.approved("a1");
     let why = not_releasable(fx.approvals.release(&a1, 1, "never used"));
     assert!(why.contains("not in use"), "{why}");
 
-    let go = fx
-        .approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized");
-    fx.approvals
-        .release(&a1, go.use_seq, "down")
-        .expect("released");
+    let go = fx.give_back(&a1);
     let why = not_releasable(fx.approvals.release(&a1, go.use_seq, "twice"));
     assert!(why.contains("not in use"), "{why}");
 
     // An older use named after a new one began.
-    let second = fx
-        .approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized again");
+    let second = fx.authorize(&a1).expect("authorized again");
     let why = not_releasable(fx.approvals.release(&a1, go.use_seq, "stale"));
     assert!(why.contains("not its current use"), "{why}");
-    fx.approvals
-        .record_result(&a1, Outcome::Ok, "sent", &agent())
-        .expect("result");
+    fx.record_result(&a1, Outcome::Ok, "sent").expect("result");
     let why = not_releasable(fx.approvals.release(&a1, second.use_seq, "after ok"));
     assert!(why.contains("already has a result (ok)"), "{why}");
 
     // A timeout recorded in doubt is not given back either.
-    let a2 = fx.approved("a2", &reply());
-    let go = fx
-        .approvals
-        .authorize(&a2, "email_send", &reply())
-        .expect("authorized");
-    fx.approvals
-        .record_result(&a2, Outcome::InDoubt, "timeout", &agent())
+    let a2 = fx.approved("a2");
+    let go = fx.authorize(&a2).expect("authorized");
+    fx.record_result(&a2, Outcome::InDoubt, "timeout")
         .expect("in doubt");
     let why = not_releasable(fx.approvals.release(&a2, go.use_seq, "late"));
     assert!(why.contains("already has a result (in doubt)"), "{why}");
 
     // A crash between the use and its outcome: the restarted process cannot give it back.
-    let a3 = fx.approved("a3", &reply());
-    let go = fx
-        .approvals
-        .authorize(&a3, "email_send", &reply())
-        .expect("authorized");
-    let restarted = Approvals::open(fx.vault().clone(), &fx.state()).expect("reopen");
+    let a3 = fx.approved("a3");
+    let go = fx.authorize(&a3).expect("authorized");
+    let restarted = fx.reopen().expect("reopen");
     let why = not_releasable(restarted.release(&a3, go.use_seq, "after a crash"));
     assert!(
         why.contains("a use left by a crash stays in doubt"),
         "{why}"
     );
     let refused = refusal(restarted.authorize(&a3, "email_send", &reply()));
-    assert!(
-        matches!(refused.refusal, Refusal::InDoubt { .. }),
-        "{refused}"
-    );
+    assert_refused!(refused, Refusal::InDoubt { .. });
 
     let lines = fx.ledger_lines();
     assert_eq!(
@@ -1121,8 +1024,7 @@ fn approvals_release_refused_unless_it_follows_its_use() {
         1,
         "only the one good release was written"
     );
-    let state = fx.approvals.ledger().read().expect("ledger");
-    assert!(state.damage().is_none(), "{:?}", state.problems);
+    fx.assert_ledger_sound();
 }
 
 /// A release line altered in place, or copied to name another approval, fails its MAC like
@@ -1130,14 +1032,8 @@ fn approvals_release_refused_unless_it_follows_its_use() {
 #[test]
 fn approvals_tampered_release_line_is_caught() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
-    let go = fx
-        .approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized");
-    fx.approvals
-        .release(&a1, go.use_seq, "down")
-        .expect("released");
+    let a1 = fx.approved("a1");
+    fx.give_back(&a1);
     let mut lines = fx.ledger_lines();
     let last = lines.len() - 1;
     assert!(
@@ -1148,31 +1044,23 @@ fn approvals_tampered_release_line_is_caught() {
     let mut entry: Value = serde_json::from_str(&lines[last]).expect("json");
     entry["detail"] = json!("edited");
     lines[last] = serde_json::to_string(&entry).expect("encode");
-    fs::write(fx.approvals.ledger().path(), lines.join("\n") + "\n").expect("write");
-    let state = fx.approvals.ledger().read().expect("ledger");
+    fx.write_ledger(&lines);
+    let state = fx.ledger_state();
     assert_eq!(
         state.problems[0].kind,
         ProblemKind::BadMac,
         "{:?}",
         state.problems
     );
-    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
-    assert!(matches!(refused.refusal, Refusal::BadMac), "{refused}");
+    let refused = refusal(fx.authorize(&a1));
+    assert_refused!(refused, Refusal::BadMac);
 
     // A forged release for an approval in use elsewhere: caught the same way.
     let fx = Fixture::new();
-    let b1 = fx.approved("b1", &reply());
-    let b2 = fx.approved("b2", &reply());
-    let go = fx
-        .approvals
-        .authorize(&b1, "email_send", &reply())
-        .expect("authorized");
-    fx.approvals
-        .release(&b1, go.use_seq, "down")
-        .expect("released");
-    fx.approvals
-        .authorize(&b2, "email_send", &reply())
-        .expect("authorized");
+    let b1 = fx.approved("b1");
+    let b2 = fx.approved("b2");
+    fx.give_back(&b1);
+    fx.authorize(&b2).expect("authorized");
     let released = fx
         .ledger_lines()
         .into_iter()
@@ -1185,9 +1073,9 @@ fn approvals_tampered_release_line_is_caught() {
         "{}\n",
         serde_json::to_string(&forged).expect("encode")
     ));
-    let restarted = Approvals::open(fx.vault().clone(), &fx.state()).expect("reopen");
+    let restarted = fx.reopen().expect("reopen");
     let refused = refusal(restarted.authorize(&b2, "email_send", &reply()));
-    assert!(matches!(refused.refusal, Refusal::BadMac), "{refused}");
+    assert_refused!(refused, Refusal::BadMac);
     assert_eq!(fx.used_entries(&b2), 1, "never used twice");
 }
 
@@ -1196,7 +1084,7 @@ fn approvals_tampered_release_line_is_caught() {
 #[test]
 fn approvals_release_without_use_is_a_conflict() {
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
+    let a1 = fx.approved("a1");
     {
         let mut locked = fx.approvals.ledger().lock().expect("lock");
         locked
@@ -1209,43 +1097,22 @@ fn approvals_release_without_use_is_a_conflict() {
             )
             .expect("append");
     }
-    let state = fx.approvals.ledger().read().expect("ledger");
+    let state = fx.ledger_state();
     let damage = state.damage().expect("damaged");
     assert_eq!(damage.kind, ProblemKind::Conflict);
     assert!(damage.detail.contains("release"), "{damage}");
-    let refused = refusal(fx.approvals.authorize(&a1, "email_send", &reply()));
-    assert!(
-        matches!(refused.refusal, Refusal::LedgerDamaged { .. }),
-        "{refused}"
-    );
+    let refused = refusal(fx.authorize(&a1));
+    assert_refused!(refused, Refusal::LedgerDamaged { .. });
 }
 
 /// Given back, an approval is contended for again: of eight threads exactly one runs it.
 #[test]
 fn approvals_released_approval_still_has_one_winner() {
-    const THREADS: usize = 8;
     let fx = Fixture::new();
-    let a1 = fx.approved("a1", &reply());
-    let go = fx
-        .approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized");
-    fx.approvals
-        .release(&a1, go.use_seq, "down")
-        .expect("released");
-    let barrier = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let (approvals, barrier, a) = (fx.approvals.clone(), barrier.clone(), a1.clone());
-            thread::spawn(move || {
-                barrier.wait();
-                approvals.authorize(&a, "email_send", &reply())
-            })
-        })
-        .collect();
-    let winners = handles
+    let a1 = fx.approved("a1");
+    fx.give_back(&a1);
+    let winners = race(&fx.approvals, &a1)
         .into_iter()
-        .map(|h| h.join().expect("thread"))
         .filter(Result::is_ok)
         .count();
     assert_eq!(winners, 1);
@@ -1257,19 +1124,11 @@ fn approvals_released_approval_still_has_one_winner() {
 #[test]
 fn approvals_list_shows_in_doubt() {
     let fx = Fixture::new();
-    fx.draft("p1", &reply());
-    let a1 = fx.approved("a1", &reply());
-    fx.approvals
-        .authorize(&a1, "email_send", &reply())
-        .expect("authorized");
-    let a2 = fx.approved("a2", &reply());
-    let go = fx
-        .approvals
-        .authorize(&a2, "email_send", &reply())
-        .expect("authorized");
-    fx.approvals
-        .release(&a2, go.use_seq, "down")
-        .expect("released");
+    fx.draft("p1");
+    let a1 = fx.approved("a1");
+    fx.authorize(&a1).expect("authorized");
+    let a2 = fx.approved("a2");
+    fx.give_back(&a2);
     // Running in this process: not in doubt here.
     assert!(
         fx.approvals
@@ -1279,7 +1138,7 @@ fn approvals_list_shows_in_doubt() {
             .is_empty()
     );
     // After a crash, another process (`aie approvals list`) sees it in doubt.
-    let restarted = Approvals::open(fx.vault().clone(), &fx.state()).expect("reopen");
+    let restarted = fx.reopen().expect("reopen");
     let listing = restarted.list_pending().expect("list");
     assert_eq!(listing.in_doubt.len(), 1, "{listing}");
     let text = listing.to_string();
