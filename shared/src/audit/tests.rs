@@ -64,6 +64,31 @@ fn write_lines(path: &Path, lines: &[String]) {
     fs::write(path, text).expect("write");
 }
 
+/// Rewrites log file `path` with `edit` applied to its lines, as someone tampering would;
+/// what `edit` returned.
+fn edit_lines<T>(path: &Path, edit: impl FnOnce(&mut Vec<String>) -> T) -> T {
+    let mut lines = read_lines(path);
+    let out = edit(&mut lines);
+    write_lines(path, &lines);
+    out
+}
+
+/// Verifies the logs (against the heads in `state`, if given), asserting they hold.
+fn verify_ok(vault: &Vault, state: Option<&Path>) -> VerifyReport {
+    let report = verify(vault, state).expect("verify");
+    assert!(report.ok(), "{report}");
+    report
+}
+
+/// Verifies the logs (against the heads in `state`, if given): the first break found.
+fn first_break(vault: &Vault, state: Option<&Path>) -> ChainBreak {
+    verify(vault, state)
+        .expect("verify")
+        .first_break()
+        .cloned()
+        .expect("broken")
+}
+
 /// The one agent's chain from a report.
 fn only_chain(report: &VerifyReport) -> &AgentChain {
     assert_eq!(report.agents.len(), 1, "{report}");
@@ -75,13 +100,12 @@ fn only_chain(report: &VerifyReport) -> &AgentChain {
 fn audit_clean_log_verifies() {
     let (_dir, vault, state) = setup();
     write_log(&vault, &state, "local", 10);
-    let report = verify(&vault, Some(&state)).expect("verify");
-    assert!(report.ok(), "{report}");
+    let report = verify_ok(&vault, Some(&state));
     let chain = only_chain(&report);
     assert_eq!(chain.records, 10);
     assert!(chain.head_checked);
     assert!(chain.torn.is_empty());
-    assert!(verify(&vault, None).expect("verify").ok());
+    verify_ok(&vault, None);
     assert!(
         report
             .to_string()
@@ -150,7 +174,7 @@ fn audit_long_fields_are_capped() {
     let record = log.append(long).expect("append");
     assert_eq!(record.tool.chars().count(), MAX_SHORT_FIELD + 1);
     assert_eq!(record.reason.chars().count(), MAX_REASON + 1);
-    assert!(verify(&vault, Some(&state)).expect("verify").ok());
+    verify_ok(&vault, Some(&state));
 }
 
 /// A record whose content was changed is named, with its file, line and seq.
@@ -158,9 +182,9 @@ fn audit_long_fields_are_capped() {
 fn audit_edited_record_is_caught() {
     let (_dir, vault, state) = setup();
     let file = write_log(&vault, &state, "local", 10);
-    let mut lines = read_lines(&file);
-    lines[4] = lines[4].replace("\"status\":\"ok\"", "\"status\":\"error\"");
-    write_lines(&file, &lines);
+    edit_lines(&file, |lines| {
+        lines[4] = lines[4].replace("\"status\":\"ok\"", "\"status\":\"error\"")
+    });
     let report = verify(&vault, None).expect("verify");
     let broken = report.first_break().expect("broken");
     assert_eq!(broken.kind, BreakKind::Edited);
@@ -179,14 +203,13 @@ fn audit_edited_record_is_caught() {
 fn audit_edited_and_rehashed_record_is_caught() {
     let (_dir, vault, state) = setup();
     let file = write_log(&vault, &state, "local", 10);
-    let mut lines = read_lines(&file);
-    let mut record: Value = serde_json::from_str(&lines[4]).expect("json");
-    record["reason"] = json!("nothing to see");
-    record["hash"] = json!(record_hash(&record));
-    lines[4] = serde_json::to_string(&record).expect("encode");
-    write_lines(&file, &lines);
-    let report = verify(&vault, None).expect("verify");
-    let broken = report.first_break().expect("broken");
+    edit_lines(&file, |lines| {
+        let mut record: Value = serde_json::from_str(&lines[4]).expect("json");
+        record["reason"] = json!("nothing to see");
+        record["hash"] = json!(record_hash(&record));
+        lines[4] = serde_json::to_string(&record).expect("encode");
+    });
+    let broken = first_break(&vault, None);
     assert_eq!((broken.kind, broken.seq), (BreakKind::Edited, Some(6)));
     assert!(broken.detail.contains("seq 5"), "{broken}");
 }
@@ -196,14 +219,8 @@ fn audit_edited_and_rehashed_record_is_caught() {
 fn audit_removed_record_is_caught() {
     let (_dir, vault, state) = setup();
     let file = write_log(&vault, &state, "local", 10);
-    let mut lines = read_lines(&file);
-    lines.remove(4);
-    write_lines(&file, &lines);
-    let broken = verify(&vault, None)
-        .expect("verify")
-        .first_break()
-        .cloned()
-        .expect("broken");
+    edit_lines(&file, |lines| lines.remove(4));
+    let broken = first_break(&vault, None);
     assert_eq!(
         (broken.kind, broken.seq, broken.at.line),
         (BreakKind::Removed, Some(6), 5)
@@ -216,13 +233,10 @@ fn audit_removed_record_is_caught() {
 fn audit_removed_first_records_are_caught() {
     let (_dir, vault, state) = setup();
     let file = write_log(&vault, &state, "local", 5);
-    let lines = read_lines(&file);
-    write_lines(&file, &lines[2..]);
-    let broken = verify(&vault, None)
-        .expect("verify")
-        .first_break()
-        .cloned()
-        .expect("broken");
+    edit_lines(&file, |lines| {
+        lines.drain(..2);
+    });
+    let broken = first_break(&vault, None);
     assert_eq!((broken.kind, broken.seq), (BreakKind::Removed, Some(3)));
     assert!(broken.detail.contains("seq 1 to 2 are missing"), "{broken}");
 }
@@ -232,29 +246,19 @@ fn audit_removed_first_records_are_caught() {
 fn audit_reordered_records_are_caught() {
     let (_dir, vault, state) = setup();
     let file = write_log(&vault, &state, "local", 10);
-    let mut lines = read_lines(&file);
-    lines.swap(3, 4);
-    write_lines(&file, &lines);
-    let broken = verify(&vault, None)
-        .expect("verify")
-        .first_break()
-        .cloned()
-        .expect("broken");
+    edit_lines(&file, |lines| lines.swap(3, 4));
+    let broken = first_break(&vault, None);
     assert_eq!(
         (broken.kind, broken.seq, broken.at.line),
         (BreakKind::Reordered, Some(5), 4)
     );
     // A record repeated later is reordered too.
-    let mut lines = read_lines(&file);
-    lines.swap(3, 4);
-    let again = lines[2].clone();
-    lines.push(again);
-    write_lines(&file, &lines);
-    let broken = verify(&vault, None)
-        .expect("verify")
-        .first_break()
-        .cloned()
-        .expect("broken");
+    edit_lines(&file, |lines| {
+        lines.swap(3, 4);
+        let again = lines[2].clone();
+        lines.push(again);
+    });
+    let broken = first_break(&vault, None);
     assert_eq!((broken.kind, broken.seq), (BreakKind::Reordered, Some(3)));
 }
 
@@ -264,12 +268,10 @@ fn audit_reordered_records_are_caught() {
 fn audit_truncated_tail_is_caught() {
     let (_dir, vault, state) = setup();
     let file = write_log(&vault, &state, "local", 10);
-    let lines = read_lines(&file);
-    write_lines(&file, &lines[..7]);
+    edit_lines(&file, |lines| lines.truncate(7));
     // The chain by itself cannot know: that is what the head is for.
-    assert!(verify(&vault, None).expect("verify").ok());
-    let report = verify(&vault, Some(&state)).expect("verify");
-    let broken = report.first_break().expect("broken");
+    verify_ok(&vault, None);
+    let broken = first_break(&vault, Some(&state));
     assert_eq!(
         (broken.kind, broken.seq, broken.at.line),
         (BreakKind::Truncated, Some(7), 7)
@@ -289,11 +291,7 @@ fn audit_truncated_tail_is_caught() {
     );
     // The whole log gone is a cut-off end too.
     fs::remove_file(&file).expect("remove");
-    let report = verify(&vault, Some(&state)).expect("verify");
-    assert_eq!(
-        report.first_break().expect("broken").kind,
-        BreakKind::Truncated
-    );
+    assert_eq!(first_break(&vault, Some(&state)).kind, BreakKind::Truncated);
 }
 
 /// A tail cut off and rewritten with a valid-looking chain differs from the head.
@@ -301,25 +299,21 @@ fn audit_truncated_tail_is_caught() {
 fn audit_rewritten_tail_is_caught() {
     let (_dir, vault, state) = setup();
     let file = write_log(&vault, &state, "local", 10);
-    let mut lines = read_lines(&file);
-    lines.truncate(7);
-    let mut prev: Value = serde_json::from_str(&lines[6]).expect("json");
-    for seq in 8..=10 {
-        let mut record = prev.clone();
-        record["seq"] = json!(seq);
-        record["prev"] = prev["hash"].clone();
-        record["reason"] = json!("forged");
-        record["hash"] = json!(record_hash(&record));
-        lines.push(serde_json::to_string(&record).expect("encode"));
-        prev = record;
-    }
-    write_lines(&file, &lines);
-    assert!(verify(&vault, None).expect("verify").ok());
-    let broken = verify(&vault, Some(&state))
-        .expect("verify")
-        .first_break()
-        .cloned()
-        .expect("broken");
+    edit_lines(&file, |lines| {
+        lines.truncate(7);
+        let mut prev: Value = serde_json::from_str(&lines[6]).expect("json");
+        for seq in 8..=10 {
+            let mut record = prev.clone();
+            record["seq"] = json!(seq);
+            record["prev"] = prev["hash"].clone();
+            record["reason"] = json!("forged");
+            record["hash"] = json!(record_hash(&record));
+            lines.push(serde_json::to_string(&record).expect("encode"));
+            prev = record;
+        }
+    });
+    verify_ok(&vault, None);
+    let broken = first_break(&vault, Some(&state));
     assert_eq!(
         (broken.kind, broken.seq, broken.at.line),
         (BreakKind::Edited, Some(10), 10)
@@ -346,14 +340,12 @@ fn audit_append_after_torn_line() {
         .expect("torn write");
     drop(handle);
     // Before anyone appends again, the torn line is the file's unterminated end.
-    let report = verify(&vault, Some(&state)).expect("verify");
-    assert!(report.ok(), "{report}");
+    let report = verify_ok(&vault, Some(&state));
     assert_eq!(only_chain(&report).torn.len(), 1);
     let log = AuditLog::open(&vault, &state, agent("local")).expect("reopen");
     let record = log.append(call(6)).expect("append");
     assert_eq!(record.seq, 6);
-    let report = verify(&vault, Some(&state)).expect("verify");
-    assert!(report.ok(), "{report}");
+    let report = verify_ok(&vault, Some(&state));
     let chain = only_chain(&report);
     assert_eq!(chain.records, 6);
     assert_eq!(
@@ -374,8 +366,7 @@ fn audit_unterminated_whole_record_is_kept() {
     fs::write(&file, text.trim_end()).expect("write");
     let log = AuditLog::open(&vault, &state, agent("local")).expect("reopen");
     assert_eq!(log.append(call(4)).expect("append").seq, 4);
-    let report = verify(&vault, Some(&state)).expect("verify");
-    assert!(report.ok(), "{report}");
+    let report = verify_ok(&vault, Some(&state));
     assert_eq!(only_chain(&report).records, 4);
     assert!(only_chain(&report).torn.is_empty());
 }
@@ -386,27 +377,17 @@ fn audit_unterminated_whole_record_is_kept() {
 fn audit_garbled_record_is_caught() {
     let (_dir, vault, state) = setup();
     let file = write_log(&vault, &state, "local", 5);
-    let mut lines = read_lines(&file);
-    lines[2] = "not json at all".to_owned();
-    write_lines(&file, &lines);
-    let broken = verify(&vault, None)
-        .expect("verify")
-        .first_break()
-        .cloned()
-        .expect("broken");
+    edit_lines(&file, |lines| lines[2] = "not json at all".to_owned());
+    let broken = first_break(&vault, None);
     assert_eq!(
         (broken.kind, broken.seq, broken.at.line),
         (BreakKind::Edited, None, 3)
     );
-    let mut lines = read_lines(&file);
-    lines.truncate(2);
-    lines.push("garbage".to_owned());
-    write_lines(&file, &lines);
-    let broken = verify(&vault, None)
-        .expect("verify")
-        .first_break()
-        .cloned()
-        .expect("broken");
+    edit_lines(&file, |lines| {
+        lines.truncate(2);
+        lines.push("garbage".to_owned());
+    });
+    let broken = first_break(&vault, None);
     assert_eq!((broken.kind, broken.at.line), (BreakKind::Edited, 3));
 }
 
@@ -416,9 +397,7 @@ fn audit_record_of_another_agent_is_caught() {
     let (_dir, vault, state) = setup();
     let ours = write_log(&vault, &state, "local", 3);
     let theirs = write_log(&vault, &state, "cloud", 3);
-    let mut lines = read_lines(&ours);
-    lines[2] = read_lines(&theirs)[2].clone();
-    write_lines(&ours, &lines);
+    edit_lines(&ours, |lines| lines[2] = read_lines(&theirs)[2].clone());
     let report = verify(&vault, None).expect("verify");
     let broken = report.first_break().expect("broken");
     assert!(broken.detail.contains("names agent \"cloud\""), "{broken}");
@@ -434,24 +413,15 @@ fn audit_chain_spans_day_files() {
     let older = file.with_file_name("2020-01-01.jsonl");
     fs::rename(&file, &older).expect("rename");
     write_log(&vault, &state, "local", 2);
-    let report = verify(&vault, Some(&state)).expect("verify");
-    assert!(report.ok(), "{report}");
+    let report = verify_ok(&vault, Some(&state));
     assert_eq!(
         (only_chain(&report).records, only_chain(&report).files),
         (5, 2)
     );
     // Moving a record into another day's file breaks the order.
-    let mut lines = read_lines(&older);
-    let moved = lines.remove(1);
-    write_lines(&older, &lines);
-    let mut newest = read_lines(&file);
-    newest.insert(0, moved);
-    write_lines(&file, &newest);
-    let broken = verify(&vault, None)
-        .expect("verify")
-        .first_break()
-        .cloned()
-        .expect("broken");
+    let moved = edit_lines(&older, |lines| lines.remove(1));
+    edit_lines(&file, |newest| newest.insert(0, moved));
+    let broken = first_break(&vault, None);
     assert_eq!(broken.kind, BreakKind::Reordered);
 }
 
@@ -487,8 +457,7 @@ fn audit_concurrent_appends_keep_one_chain() {
         .collect();
     let total = (THREADS * PER_THREAD) as u64;
     assert_eq!(seqs, (1..=total).collect());
-    let report = verify(&vault, Some(&state)).expect("verify");
-    assert!(report.ok(), "{report}");
+    let report = verify_ok(&vault, Some(&state));
     assert_eq!(only_chain(&report).records, total);
     assert!(only_chain(&report).head_checked);
 }
