@@ -152,15 +152,26 @@ impl Local {
 }
 
 /// SMTP down: `email_send` through the local gateway is a clear `not sent:` error, and the
-/// approval is given back (in both protocol eras). With the server up, the same approval
-/// sends exactly one message, moves with its task to `Done/`, and a third call is refused.
+/// approval is given back (in both protocol eras), and so is what it spent of the budgets:
+/// with `emails_per_hour = 1`, two attempts that sent nothing leave the one email of the
+/// hour for the real send. With the server up, the same approval sends exactly one message,
+/// moves with its task to `Done/`, and a third call is refused.
 #[test]
 fn smtp_down_gives_the_approval_back_then_it_sends_once() {
     let zones = Local::drafted();
     // A port nothing listens on yet: the SMTP server is down.
     let port = free_port();
     let smtp = format!("smtp://127.0.0.1:{port}");
-    let local = up("local", &zones.root, &zones.remote, &["--smtp", &smtp], &[]);
+    let config = zones.root.join("aie.toml");
+    std::fs::write(&config, "[limits]\nemails_per_hour = 1\n").expect("config");
+    let config = config.display().to_string();
+    let local = up(
+        "local",
+        &zones.root,
+        &zones.remote,
+        &["--smtp", &smtp, "--config", &config],
+        &[],
+    );
     zones.approve();
     let args = json!({"approval_id": zones.approval_id});
 

@@ -202,6 +202,10 @@ struct Spent {
     payments: u32,
     #[serde(default)]
     amount: Option<(String, f64)>,
+    /// The ledger `seq` of the approval use that spent it, so a use given back can be
+    /// refunded ([`Budgets::refund`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    use_seq: Option<u64>,
 }
 
 /// The effect budgets' running totals, in the state folder. Blocking file I/O.
@@ -306,10 +310,11 @@ impl Budgets {
         u32::try_from(new).unwrap_or(u32::MAX)
     }
 
-    /// Records `spend` as spent now (an approval was just taken for it) and writes both
-    /// files to disk. An execution counts whether or not it then succeeds: the budgets
-    /// bound attempts, the safe reading.
-    pub fn record(&mut self, spend: &Spend) -> io::Result<()> {
+    /// Records `spend` as spent now by the approval use `use_seq` (an approval was just
+    /// taken for it) and writes both files to disk. An execution counts whether or not it
+    /// then succeeds, the safe reading, unless the server certifies that it did nothing
+    /// ([`Budgets::refund`]).
+    pub fn record(&mut self, spend: &Spend, use_seq: u64) -> io::Result<()> {
         if spend == &Spend::default() {
             return Ok(());
         }
@@ -327,10 +332,9 @@ impl Budgets {
             new_recipients: u32::try_from(new.len()).unwrap_or(u32::MAX),
             payments: spend.payments,
             amount: spend.amount.clone(),
+            use_seq: Some(use_seq),
         });
-        fs::create_dir_all(&self.dir)?;
-        let text = serde_json::to_vec(&self.spent).map_err(io::Error::other)?;
-        write_replacing(&self.dir.join(BUDGETS_FILE), &text)?;
+        self.save()?;
         if !new.is_empty() {
             let mut file = fs::OpenOptions::new()
                 .create(true)
@@ -342,6 +346,34 @@ impl Budgets {
             self.known.extend(new);
         }
         Ok(())
+    }
+}
+
+impl Budgets {
+    /// Gives back what the approval use `use_seq` spent of the emails and payments budgets,
+    /// once the server certified that the execution did nothing (the approval was given
+    /// back too). Its first-time recipients stay counted and known: an address, once tried,
+    /// is not tried as new again, which is the stricter reading. Returns whether anything
+    /// was given back; a spending older than the budgets' day is gone already.
+    pub fn refund(&mut self, use_seq: u64) -> io::Result<bool> {
+        let Some(spent) = self.spent.iter_mut().find(|s| s.use_seq == Some(use_seq)) else {
+            return Ok(false);
+        };
+        if spent.emails == 0 && spent.payments == 0 && spent.amount.is_none() {
+            return Ok(false);
+        }
+        spent.emails = 0;
+        spent.payments = 0;
+        spent.amount = None;
+        self.save()?;
+        Ok(true)
+    }
+
+    /// Writes the spending to `budgets.json`.
+    fn save(&self) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let text = serde_json::to_vec(&self.spent).map_err(io::Error::other)?;
+        write_replacing(&self.dir.join(BUDGETS_FILE), &text)
     }
 }
 
@@ -384,26 +416,19 @@ mod tests {
             BTreeSet::from(["ann@example.com".to_owned()])
         );
         budgets.check(&limits(), &first).unwrap();
-        budgets.record(&first).unwrap();
+        budgets.record(&first, 1).unwrap();
         let why = budgets
             .check(&limits(), &mail("bob@example.com"))
             .unwrap_err();
         assert!(why.contains("new_recipients_per_day"), "{why}");
         budgets.check(&limits(), &first).unwrap();
-        budgets.record(&first).unwrap();
+        budgets.record(&first, 1).unwrap();
         let mut reloaded = Budgets::load(dir.path()).unwrap();
         let why = reloaded.check(&limits(), &first).unwrap_err();
         assert!(why.contains("emails_per_hour (2)"), "{why}");
 
-        let pay = |amount: f64| {
-            Spend::of(
-                Domain::Payments,
-                &json!({"amount": amount, "currency": "eur"}),
-            )
-            .unwrap()
-        };
         reloaded.check(&limits(), &pay(60.0)).unwrap();
-        reloaded.record(&pay(60.0)).unwrap();
+        reloaded.record(&pay(60.0), 3).unwrap();
         let why = reloaded.check(&limits(), &pay(50.0)).unwrap_err();
         assert!(why.contains("payment_amount_per_day.EUR"), "{why}");
         assert!(Spend::of(Domain::Payments, &json!({"amount": 1})).is_err());
@@ -439,5 +464,47 @@ mod tests {
         let why = rates.check_tool("email_fetch").unwrap_err();
         assert!(why.contains("email_*") && why.ends_with(" s"), "{why}");
         assert_eq!(seconds(Duration::from_millis(1150)), "1.2 s");
+    }
+
+    /// A payment of `amount` euros.
+    fn pay(amount: f64) -> Spend {
+        Spend::of(
+            Domain::Payments,
+            &json!({"amount": amount, "currency": "eur"}),
+        )
+        .unwrap()
+    }
+
+    /// A use given back refunds its email or payment, once, also after a reload; its
+    /// first-time recipient stays counted and known; an unknown use refunds nothing.
+    #[test]
+    fn budgets_refund_a_use_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut budgets = Budgets::load(dir.path()).unwrap();
+        let mail = |to: &str| Spend::of(Domain::Email, &json!({"to": [to]})).unwrap();
+        budgets.record(&mail("a@example.org"), 7).unwrap();
+        budgets.record(&mail("a@example.org"), 8).unwrap();
+        let hour = budgets
+            .check(&limits(), &mail("a@example.org"))
+            .unwrap_err();
+        assert!(hour.starts_with("budget emails_per_hour (2)"), "{hour}");
+
+        assert!(budgets.refund(8).unwrap());
+        assert!(!budgets.refund(8).unwrap(), "refunded twice");
+        assert!(!budgets.refund(99).unwrap(), "an unknown use");
+        let mut reloaded = Budgets::load(dir.path()).unwrap();
+        reloaded.check(&limits(), &mail("a@example.org")).unwrap();
+        let new = reloaded
+            .check(&limits(), &mail("b@example.org"))
+            .unwrap_err();
+        assert!(
+            new.starts_with("budget new_recipients_per_day (1)"),
+            "{new}"
+        );
+
+        reloaded.record(&pay(60.0), 9).unwrap();
+        assert!(reloaded.check(&limits(), &pay(60.0)).is_err());
+        assert!(reloaded.refund(9).unwrap());
+        reloaded.check(&limits(), &pay(60.0)).unwrap();
     }
 }

@@ -234,11 +234,17 @@ impl Inner {
     /// Tells the approval ledger how the execution under `id` (its use `use_seq`) ended, off
     /// the async runtime, and returns the audit record's reason: `note`, or what happened
     /// instead when the ledger could not be told.
-    async fn settle(&self, id: &ApprovalId, use_seq: u64, settle: Settle, note: String) -> String {
+    async fn settle(
+        self: &Arc<Self>,
+        id: &ApprovalId,
+        use_seq: u64,
+        settle: Settle,
+        note: String,
+    ) -> String {
         let Some(approvals) = self.approvals.clone() else {
             return note;
         };
-        let (id2, agent) = (id.clone(), self.agent.clone());
+        let (id2, agent, inner) = (id.clone(), self.agent.clone(), Arc::clone(self));
         // The note of what was recorded (or tried), and how that went.
         let settled = tokio::task::spawn_blocking(move || match settle {
             Settle::Result(outcome) => {
@@ -246,7 +252,17 @@ impl Inner {
                 (note, done.map(|d| d.problems))
             }
             Settle::Release { reason } => match approvals.release(&id2, use_seq, &reason) {
-                Ok(()) => (note, Ok(Vec::new())),
+                Ok(()) => {
+                    // Nothing ran: what it spent of the budgets is given back too.
+                    let budgets = inner.budgets.lock();
+                    let refunded = budgets
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .refund(use_seq);
+                    if let Err(e) = refunded {
+                        tracing::error!(approval_id = %id2, error = %e, "effect budgets not refunded in the state folder");
+                    }
+                    (note, Ok(Vec::new()))
+                }
                 // Nothing ran, so it is not in doubt; not given back, so it may never run
                 // again: recorded as failed (set aside), the safe reading.
                 Err(e) => {
@@ -629,7 +645,7 @@ impl PolicyGuard {
         let authorized = approvals
             .authorize(id, tool, &payload)
             .map_err(|refused| refusal_text(&refused))?;
-        if let Err(e) = budgets.record(&spend) {
+        if let Err(e) = budgets.record(&spend, authorized.use_seq) {
             // Authorized already: the action goes ahead, the count may be lost.
             tracing::error!(error = %e, "effect budgets not written to the state folder");
         }
