@@ -31,6 +31,8 @@ use super::{
 mod exchange;
 use exchange::{count_commits, locate, tree_has};
 
+mod journal;
+
 mod setup;
 #[cfg(test)]
 mod tests;
@@ -170,6 +172,8 @@ impl Replica {
             let mut git = replica.lock();
             let mut report = SyncReport::default();
             replica.commit_all(&mut git, &mut report, "local changes")?;
+            // What opening settled (an interrupted checkout undone) is told by the next sync.
+            git.carry = report;
         }
         Ok(replica)
     }
@@ -235,6 +239,9 @@ impl Replica {
     /// the claim is [`ClaimOutcome::Pending`] until a sync confirms it or reports it lost.
     pub fn claim(&self, id: &TaskId) -> Result<ClaimOutcome, SyncError> {
         let mut git = self.lock();
+        let mut earlier = SyncReport::default();
+        self.finish_interrupted_checkout(&mut git, &mut earlier)?;
+        self.carry_over(&mut git, earlier, None);
         let claim = match self.vault.claim(id, &self.agent) {
             Ok(claim) => claim,
             Err(VaultError::AlreadyClaimed { owner, .. }) => {
@@ -323,6 +330,9 @@ impl Replica {
     /// for anyone's claim. Only a claim whose lease ran out (or that has none) is released.
     pub fn release_stale(&self, id: &TaskId) -> Result<Released, SyncError> {
         let mut git = self.lock();
+        let mut earlier = SyncReport::default();
+        self.finish_interrupted_checkout(&mut git, &mut earlier)?;
+        self.carry_over(&mut git, earlier, None);
         let stored = self.vault.read_task(id)?;
         let Some(owner) = stored.holder.clone() else {
             return Err(SyncError::NotClaimed {

@@ -15,7 +15,12 @@ use aie_shared::vault::{
 use chrono::Utc;
 use git2::{CheckoutNotificationType, ErrorCode, Oid, Repository, build::CheckoutBuilder};
 
-use super::{Git, NO_REMOTE, PUSH_ATTEMPTS, Replica, setup::checked_kind, setup::configured_url};
+use super::{
+    Git, NO_REMOTE, PUSH_ATTEMPTS, Replica,
+    journal::{CheckoutJournal, changed_paths, restore},
+    setup::checked_kind,
+    setup::configured_url,
+};
 use crate::sync::{
     SyncError,
     merge::{MergeContext, conflict_copy_name, merge},
@@ -37,6 +42,7 @@ impl Replica {
         report: &mut SyncReport,
         what: &str,
     ) -> Result<(), SyncError> {
+        self.finish_interrupted_checkout(git, report)?;
         let root = self.vault.root();
         let changes = working_changes(&git.repo, root)?;
         // Claims made since the last commit are committed with their owner and lease.
@@ -286,6 +292,17 @@ impl Replica {
             .find_commit(commit)
             .and_then(|c| c.tree())
             .map_err(gitx("checkout"))?;
+        let from = ref_target(repo, BRANCH);
+        let old_tree = match from {
+            Some(commit) => Some(
+                repo.find_commit(commit)
+                    .and_then(|c| c.tree())
+                    .map_err(gitx("checkout"))?,
+            ),
+            None => None,
+        };
+        let paths = changed_paths(repo, old_tree.as_ref(), &tree).map_err(gitx("checkout"))?;
+        CheckoutJournal::begin(repo, from, commit, paths).map_err(SyncError::io(repo.path()))?;
         let skipped = std::cell::RefCell::new(Vec::<PathBuf>::new());
         let mut options = CheckoutBuilder::new();
         options
@@ -303,36 +320,42 @@ impl Replica {
             .map_err(gitx("checkout"))?;
         drop(options);
         for path in skipped.into_inner() {
-            self.set_aside(repo, &tree, &path, report)?;
+            if let Some(copy) = self.set_aside(repo, &tree, &path)? {
+                report.conflicts.push(format!(
+                    "{}: changed here while the sync was merging; the merged version is in \
+                     place and this replica's is kept as {copy}",
+                    path.display()
+                ));
+            }
         }
-        self.move_main(repo, ref_target(repo, BRANCH), commit, "aie: sync")?;
+        self.move_main(repo, from, commit, "aie: sync")?;
         // The index follows the new commit; entries whose blob did not change keep their
         // stat, so the next status does not read unchanged files again.
         let mut index = repo.index().map_err(gitx("index"))?;
         index.read_tree(&tree).map_err(gitx("index"))?;
         index.write().map_err(gitx("index write"))?;
-        Ok(())
+        CheckoutJournal::end(repo).map_err(SyncError::io(repo.path()))
     }
 
     /// Sets aside a file the checkout could not update: this replica's version becomes a
     /// conflict copy (a task's in `Needs_Action/conflicts/`, any other file's beside it) and
-    /// the merged version takes its place. A file whose name marks it as a secret is never
-    /// moved (a copy could lose the name that keeps it out of commits).
-    fn set_aside(
+    /// `tree`'s version takes its place. Returns the copy's path; `None` when nothing was
+    /// moved: not a file, or a file whose name marks it as a secret (a copy could lose the
+    /// name that keeps it out of commits).
+    pub(super) fn set_aside(
         &self,
         repo: &Repository,
         tree: &git2::Tree<'_>,
         path: &Path,
-        report: &mut SyncReport,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Option<String>, SyncError> {
         let root = self.vault.root();
         let Some(rel) = path.to_str().map(str::to_owned) else {
-            return Ok(());
+            return Ok(None);
         };
         let local = root.join(&rel);
         let is_file = fs::symlink_metadata(&local).is_ok_and(|m| m.is_file());
         if secret_name_reason(&rel).is_some() || !is_file {
-            return Ok(());
+            return Ok(None);
         }
         let stamp = Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let name = |suffix: &str| match classify(&rel) {
@@ -365,13 +388,9 @@ impl Replica {
             let blob = repo
                 .find_blob(entry.id())
                 .map_err(SyncError::git("checkout", root))?;
-            fs::write(&local, blob.content()).map_err(SyncError::io(&local))?;
+            restore(&local, Some(blob.content()))?;
         }
-        report.conflicts.push(format!(
-            "{rel}: changed here while the sync was merging; the merged version is in place \
-             and this replica's is kept as {copy}"
-        ));
-        Ok(())
+        Ok(Some(copy))
     }
 
     /// After a sync that reached the remote, pending claims still held are confirmed (the

@@ -6,8 +6,11 @@ use std::{cell::RefCell, collections::BTreeMap, fs, path::Path};
 use aie_shared::vault::{AgentName, Domain, Task, TaskId, Vault, VaultError};
 use git2::{Oid, Repository, RepositoryInitOptions};
 
-use super::Replica;
-use crate::sync::{repo::BRANCH, report::Zone};
+use super::{Replica, journal::CheckoutJournal};
+use crate::sync::{
+    repo::{BRANCH, TRACKING},
+    report::Zone,
+};
 
 /// What the disk held at one flush: `main` (not yet moved) and every file of the working tree.
 struct Flushed {
@@ -177,4 +180,188 @@ fn sync_flushes_before_main_moves() {
     let files = committed(&Repository::open(alpha.vault().root()).expect("open"), head);
     assert!(files.contains_key("In_Progress/alpha/t1.md"));
     assert!(files.contains_key("In_Progress/beta/t2.md"));
+}
+
+/// Two replicas of one remote holding task `t0`: alpha changed its body and pushed; beta
+/// fetched that commit and is about to check it out, its journal written, when "the crash"
+/// leaves `t0` holding `left` (`None`: gone). Returns the folder, beta's old and new
+/// versions of the file, and the two commits.
+struct Interrupted {
+    dir: tempfile::TempDir,
+    remote: std::path::PathBuf,
+    old: Vec<u8>,
+    new: Vec<u8>,
+    from: Oid,
+    to: Oid,
+}
+
+const T0: &str = "Needs_Action/email/t0.md";
+
+impl Interrupted {
+    fn new(left: impl FnOnce(&[u8], &[u8]) -> Option<Vec<u8>>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let remote = dir.path().join("remote.git");
+        let mut options = RepositoryInitOptions::new();
+        options.bare(true).initial_head("main");
+        Repository::init_opts(&remote, &options).expect("bare remote");
+        let alpha = replica(dir.path(), &remote, "alpha");
+        alpha.with_vault(|vault| {
+            let task = Task::new(task_id("t0"), Domain::Email, "a task", "Body.\n");
+            vault.create_task(&task).expect("create");
+        });
+        alpha.sync().expect("seed");
+        let beta = replica(dir.path(), &remote, "beta");
+        let beta_root = beta.vault().root().to_path_buf();
+        drop(beta);
+        let file = alpha.vault().root().join(T0);
+        let text = fs::read_to_string(&file).expect("read");
+        fs::write(
+            &file,
+            format!("{text}Alpha's notes, a few lines of them.\n"),
+        )
+        .expect("edit");
+        alpha.sync().expect("push the edit");
+
+        let repo = Repository::open(&beta_root).expect("beta repo");
+        repo.find_remote("origin")
+            .and_then(|mut r| r.fetch(&["+refs/heads/main:refs/remotes/origin/main"], None, None))
+            .expect("fetch");
+        let from = repo.refname_to_id(BRANCH).expect("main");
+        let to = repo.refname_to_id(TRACKING).expect("origin/main");
+        let old = fs::read(beta_root.join(T0)).expect("old");
+        let new = fs::read(file).expect("new");
+        CheckoutJournal::begin(&repo, Some(from), to, vec![T0.to_owned()]).expect("journal");
+        match left(&old, &new) {
+            Some(bytes) => fs::write(beta_root.join(T0), bytes).expect("crash"),
+            None => fs::remove_file(beta_root.join(T0)).expect("crash"),
+        }
+        Self {
+            dir,
+            remote,
+            old,
+            new,
+            from,
+            to,
+        }
+    }
+
+    /// Opens beta again, as after the restart.
+    fn reopen(&self) -> Replica {
+        replica(self.dir.path(), &self.remote, "beta")
+    }
+
+    fn beta_file(&self) -> Vec<u8> {
+        fs::read(self.dir.path().join("beta").join(T0)).expect("beta's t0")
+    }
+
+    fn journal_left(&self) -> bool {
+        self.dir.path().join("beta/.git/aie-checkout.json").exists()
+    }
+
+    /// The conflict copies in beta's `Needs_Action/conflicts/`, by content.
+    fn copies(&self) -> Vec<Vec<u8>> {
+        let dir = self.dir.path().join("beta/Needs_Action/conflicts");
+        let mut found: Vec<_> = fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".md"))
+                    .map(|e| fs::read(e.path()).expect("copy"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+}
+
+/// A checkout cut off by a crash (the file empty, half-written, or not yet there) is undone
+/// when the replica opens again: the file is back as `main` records it, nothing cut is
+/// committed, no conflict copy is made, and the next sync brings the new version.
+#[test]
+fn sync_interrupted_checkout_is_undone_on_open() {
+    type Left = fn(&[u8], &[u8]) -> Option<Vec<u8>>;
+    let cases: [(&str, Left); 4] = [
+        ("empty", |_, _| Some(Vec::new())),
+        ("half written", |_, new| Some(new[..new.len() / 2].to_vec())),
+        ("whole", |_, new| Some(new.to_vec())),
+        ("gone", |_, _| None),
+    ];
+    for (case, left) in cases {
+        let crash = Interrupted::new(left);
+        let beta = crash.reopen();
+        assert!(!crash.journal_left(), "{case}: the journal stayed");
+        assert_eq!(crash.beta_file(), crash.old, "{case}: not restored");
+        assert_eq!(
+            head_of(&beta),
+            crash.from,
+            "{case}: something was committed"
+        );
+        assert!(crash.copies().is_empty(), "{case}: a conflict copy");
+        let report = beta.sync().expect("sync");
+        assert!(
+            report.conflicts.iter().any(|c| c.contains("interrupted")),
+            "{case}: {report:?}"
+        );
+        assert_eq!(crash.beta_file(), crash.new, "{case}: the new version");
+        assert_eq!(head_of(&beta), crash.to, "{case}: a fast-forward");
+    }
+}
+
+/// A listed file changed meanwhile (neither version, nor a beginning of either) is kept as
+/// a conflict copy before the old version takes its place.
+#[test]
+fn sync_interrupted_checkout_keeps_a_file_changed_meanwhile() {
+    let edit = b"---\nid: t0\n---\nA human's edit made during the sync.\n".to_vec();
+    let crash = Interrupted::new(|_, _| Some(edit.clone()));
+    let beta = crash.reopen();
+    assert_eq!(crash.beta_file(), crash.old);
+    assert_eq!(crash.copies(), vec![edit]);
+    let report = beta.sync().expect("sync");
+    let line = report
+        .conflicts
+        .iter()
+        .find(|c| c.contains("interrupted"))
+        .expect("told");
+    assert!(
+        line.contains("kept as Needs_Action/conflicts/t0.conflict-beta-"),
+        "{line}"
+    );
+    assert_eq!(crash.beta_file(), crash.new);
+}
+
+/// A crash after `main` moved (the files flushed, the index not yet written) leaves the
+/// files as they are; only the index follows, and nothing is reported.
+#[test]
+fn sync_interrupted_checkout_after_main_moved_keeps_the_files() {
+    let crash = Interrupted::new(|_, new| Some(new.to_vec()));
+    let repo = Repository::open(crash.dir.path().join("beta")).expect("beta repo");
+    repo.reference(BRANCH, crash.to, true, "test: main moved before the crash")
+        .expect("move main");
+    let beta = crash.reopen();
+    assert!(!crash.journal_left());
+    assert_eq!(crash.beta_file(), crash.new);
+    assert_eq!(head_of(&beta), crash.to);
+    let report = beta.sync().expect("sync");
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    assert_eq!((report.pushed, report.pulled), (0, 0), "{report:?}");
+}
+
+/// The main of a replica.
+fn head_of(replica: &Replica) -> Oid {
+    Repository::open(replica.vault().root())
+        .and_then(|r| r.refname_to_id(BRANCH))
+        .expect("main")
+}
+
+/// A sync that checks out leaves no journal behind.
+#[test]
+fn sync_checkout_leaves_no_journal() {
+    let crash = Interrupted::new(|old, _| Some(old.to_vec()));
+    CheckoutJournal::end(&Repository::open(crash.dir.path().join("beta")).expect("repo"))
+        .expect("no journal");
+    let beta = crash.reopen();
+    beta.sync().expect("sync");
+    assert_eq!(crash.beta_file(), crash.new);
+    assert!(!crash.journal_left());
 }
