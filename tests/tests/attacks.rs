@@ -7,15 +7,14 @@
 //! The happy path sends exactly once; a config reload under load loses no call.
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    process::Command,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use aie::gateway::sha256_hex;
-use aie_e2e::{Aie, aie_bin, run};
+use aie_e2e::{Aie, aie_bin, audit_records_in, maildir_holding, run, zones::INVOICE_MAIL};
 use aie_shared::{
     ToolError, ToolOutput, ToolServer, ToolSet, ToolSpec,
     approvals::{Approvals, SyncArrivals},
@@ -43,19 +42,6 @@ const EXECUTE_TOOLS: [&str; 4] = [
 ];
 
 type Client = RunningService<RoleClient, ClientConfig>;
-
-/// A gateway process (its pid is needed for SIGHUP), killed when dropped.
-struct Gateway {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The recording fake: every execute tool the suite has besides `email_send`.
 #[derive(Clone, Default)]
@@ -118,7 +104,8 @@ struct Stack {
     config: PathBuf,
     recorder: Recorder,
     _email: Aie,
-    gateway: Gateway,
+    /// The gateway process (its pid is needed for SIGHUP).
+    gateway: Aie,
 }
 
 fn config_text(extra: &str) -> String {
@@ -129,13 +116,6 @@ fn config_text(extra: &str) -> String {
         sha256_hex(READER)
     )
 }
-
-const ORIGINAL: &str = "From: Alice <alice@example.org>\r\n\
-To: Owner <owner@example.com>\r\n\
-Subject: Invoice 42\r\n\
-Message-ID: <inv42@example.org>\r\n\
-\r\n\
-Please pay invoice 42 by Friday.\r\n";
 
 fn s(path: &Path) -> String {
     path.to_str().expect("utf-8 path").to_owned()
@@ -148,11 +128,11 @@ impl Stack {
         let vault = Vault::init(dir.path().join("vault")).expect("vault");
         let state = dir.path().join("state");
         let email_state = dir.path().join("email-state");
-        let maildir = dir.path().join("Maildir");
-        for sub in ["new", "cur", "tmp"] {
-            std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
-        }
-        std::fs::write(maildir.join("new/1700000000.1.host"), ORIGINAL).expect("deliver");
+        let maildir = maildir_holding(
+            &dir.path().join("Maildir"),
+            "1700000000.1.host",
+            INVOICE_MAIL,
+        );
         let config = dir.path().join("aie.toml");
         std::fs::write(&config, config_text(extra_config)).expect("config");
         let email = Aie::start(&[
@@ -171,26 +151,29 @@ impl Stack {
         ]);
         let recorder = Recorder::default();
         let fake = fake_executor(recorder.clone()).await;
-        let gateway = start_gateway(&[
-            "serve",
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--zone",
-            zone,
-            "--vault",
-            &s(vault.root()),
-            "--state",
-            &s(&state),
-            "--agent",
-            "local",
-            "--config",
-            &s(&config),
-            "--upstream",
-            &format!("email={},prefix=false", email.url),
-            "--upstream",
-            &format!("fake={fake},prefix=false"),
-        ]);
+        let gateway = Aie::start_with_env(
+            &[
+                "serve",
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--zone",
+                zone,
+                "--vault",
+                &s(vault.root()),
+                "--state",
+                &s(&state),
+                "--agent",
+                "local",
+                "--config",
+                &s(&config),
+                "--upstream",
+                &format!("email={},prefix=false", email.url),
+                "--upstream",
+                &format!("fake={fake},prefix=false"),
+            ],
+            &[("USER", "owner")],
+        );
         Stack {
             _dir: dir,
             vault,
@@ -222,21 +205,7 @@ impl Stack {
 
     /// Every audit record the gateway wrote.
     fn audit(&self) -> Vec<Value> {
-        let dir = self.vault.root().join("Logs/local");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.sort();
-        files
-            .iter()
-            .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .expect("log")
-                    .lines()
-                    .map(|l| serde_json::from_str(l).expect("record"))
-                    .collect::<Vec<Value>>()
-            })
-            .collect()
+        audit_records_in(&self.vault.root().join("Logs/local")).unwrap_or_default()
     }
 
     /// The refused audit record of `tool` whose reason contains `why`.
@@ -335,31 +304,6 @@ fn reply(id: &ApprovalId, to: &str) -> Value {
         "body": "Paid.",
         "message_id": format!("<aie.{id}@example.com>"),
     })
-}
-
-fn start_gateway(args: &[&str]) -> Gateway {
-    let mut child = Command::new(aie_bin())
-        .args(args)
-        .env("RUST_LOG", "error")
-        .env("USER", "owner")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn aie");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                let _ = tx.send(url.to_owned());
-            }
-            println!("[gateway] {line}");
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the gateway printed no URL within 60 s");
-    Gateway { child, url }
 }
 
 async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
@@ -973,7 +917,7 @@ async fn config_reload_under_load_loses_no_call() {
                 config_text("[policy.tools]\n\"vault_list_tasks\" = \"execute\"\n"),
             )
             .expect("rewrite");
-            let pid = stack.gateway.child.id().to_string();
+            let pid = stack.gateway.pid().to_string();
             assert!(
                 Command::new("kill")
                     .args(["-HUP", &pid])
