@@ -8,7 +8,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Output},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -245,16 +245,17 @@ impl Stack {
         }
     }
 
+    /// Runs `aie ARGS --vault VAULT --state STATE` on this stack's folders, as the owner does.
+    fn aie(&self, args: &[&str]) -> Output {
+        let (vault, state) = (s(self.vault.root()), s(&self.state));
+        run(Command::new(aie_bin())
+            .args(args)
+            .args(["--vault", &vault, "--state", &state]))
+    }
+
     /// `aie audit verify` passes on the vault with this stack's state folder.
     fn assert_audit_verifies(&self) {
-        let out = run(Command::new(aie_bin()).args([
-            "audit",
-            "verify",
-            "--vault",
-            &s(self.vault.root()),
-            "--state",
-            &s(&self.state),
-        ]));
+        let out = self.aie(&["audit", "verify"]);
         assert!(out.status.success(), "aie audit verify failed");
     }
 
@@ -334,18 +335,44 @@ async fn refused(stack: &Stack, client: &Client, tool: &str, args: Value, why: &
     stack.refused_in_audit(tool, why)
 }
 
-/// Cloud: no execute tool is listed, and each call by name is refused, saying why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cloud_never_executes() {
-    let stack = Stack::start("cloud", "").await;
-    let client = stack.client(OWNER).await;
-    let listed: Vec<String> = client
+/// Calls `email_send` with `approval_id` and expects a refusal whose text contains `why`,
+/// also in the audit log.
+async fn send_refused(stack: &Stack, client: &Client, approval_id: &str, why: &str) -> Value {
+    let args = json!({"approval_id": approval_id});
+    refused(stack, client, "email_send", args, why).await
+}
+
+/// Calls `tool` and expects an answer that is not an error.
+async fn call_ok(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let result = call(client, tool, args).await;
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    result
+}
+
+/// The names of the tools `client` is shown.
+async fn tool_names(client: &Client) -> Vec<String> {
+    client
         .list_all_tools()
         .await
         .expect("tools/list")
         .into_iter()
         .map(|t| t.name.to_string())
-        .collect();
+        .collect()
+}
+
+/// A POST to `url` with the headers every MCP client sends (content type, accept).
+fn mcp_post(http: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    http.post(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+}
+
+/// Cloud: no execute tool is listed, and each call by name is refused, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_never_executes() {
+    let stack = Stack::start("cloud", "").await;
+    let client = stack.client(OWNER).await;
+    let listed = tool_names(&client).await;
     assert!(
         listed.contains(&"email_draft_reply".to_owned()),
         "{listed:?}"
@@ -390,11 +417,10 @@ async fn local_execute_without_approval() {
     }
     // An id nobody approved: still waiting for the human.
     let id = stack.draft("pending-1", "bob@example.com", TimeDelta::hours(1));
-    refused(
+    send_refused(
         &stack,
         &client,
-        "email_send",
-        json!({"approval_id": id.as_str()}),
+        id.as_str(),
         "aie approvals approve pending-1",
     )
     .await;
@@ -411,14 +437,7 @@ async fn local_execute_rejected() {
         .approvals()
         .reject(&id, "owner", "not this one")
         .expect("reject");
-    let record = refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": "rej-1"}),
-        "rejected",
-    )
-    .await;
+    let record = send_refused(&stack, &client, "rej-1", "rejected").await;
     assert_eq!(record["approval_id"], "rej-1");
     stack.assert_nothing_executed();
 }
@@ -431,14 +450,7 @@ async fn local_execute_expired() {
     let id = stack.draft("exp-1", "bob@example.com", TimeDelta::seconds(2));
     stack.approvals().approve(&id, "owner").expect("approve");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": "exp-1"}),
-        "Quarantine/exp-1.md",
-    )
-    .await;
+    send_refused(&stack, &client, "exp-1", "Quarantine/exp-1.md").await;
     assert!(stack.vault.root().join("Quarantine/exp-1.md").is_file());
     stack.assert_nothing_executed();
 }
@@ -454,14 +466,7 @@ async fn local_execute_edited_after_approval() {
         .expect("file")
         .replace("bob@example.com", "mallory@example.net");
     std::fs::write(&path, edited).expect("edit");
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": "edit-1"}),
-        "Quarantine/edit-1.md",
-    )
-    .await;
+    send_refused(&stack, &client, "edit-1", "Quarantine/edit-1.md").await;
     stack.assert_nothing_executed();
 }
 
@@ -477,14 +482,7 @@ async fn local_execute_synced_into_approved() {
         stack.vault.root().join("Approved/sync-1.md"),
     )
     .expect("arrive");
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": id.as_str()}),
-        "through sync",
-    )
-    .await;
+    send_refused(&stack, &client, id.as_str(), "through sync").await;
     stack.refused_in_audit("email_send", "Quarantine/sync-1.md");
     assert!(stack.vault.root().join("Quarantine/sync-1.md").is_file());
     stack.assert_nothing_executed();
@@ -508,13 +506,7 @@ async fn local_execute_other_arguments() {
 async fn client_outside_its_role() {
     let stack = Stack::start("local", "").await;
     let client = stack.client(READER).await;
-    let listed: Vec<String> = client
-        .list_all_tools()
-        .await
-        .expect("tools/list")
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let listed = tool_names(&client).await;
     assert!(
         !listed.contains(&"email_draft_reply".to_owned()),
         "{listed:?}"
@@ -528,14 +520,7 @@ async fn client_outside_its_role() {
     )
     .await;
     assert_eq!(record["client"], "viewer");
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": "x"}),
-        "role reader",
-    )
-    .await;
+    send_refused(&stack, &client, "x", "role reader").await;
     stack.assert_nothing_executed();
 }
 
@@ -553,10 +538,7 @@ async fn http_level_attacks() {
     .to_string();
     let http = reqwest::Client::new();
     let post = |token: Option<&str>| {
-        let mut request = http
-            .post(&stack.gateway.url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json, text/event-stream")
+        let mut request = mcp_post(&http, &stack.gateway.url)
             .header("MCP-Protocol-Version", "2026-07-28")
             .header("Mcp-Method", "tools/call")
             .header("Mcp-Name", "email_send");
@@ -647,10 +629,7 @@ async fn no_token_flood(stack: &Stack, n: u64) -> (Vec<Value>, Duration) {
     for sent in (0..n).step_by(25) {
         let mut batch = tokio::task::JoinSet::new();
         for _ in sent..n.min(sent + 25) {
-            let request = http
-                .post(&stack.gateway.url)
-                .header("Content-Type", "application/json")
-                .header("Accept", "application/json, text/event-stream")
+            let request = mcp_post(&http, &stack.gateway.url)
                 .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
             batch.spawn(async move { request.send().await.expect("post").status() });
         }
@@ -733,8 +712,7 @@ async fn http_refusal_flood_is_counted_not_recorded() {
     );
 
     let client = stack.client(OWNER).await;
-    let listed = call(&client, "vault_list_tasks", json!({})).await;
-    assert_ne!(listed.is_error, Some(true), "{}", text(&listed));
+    call_ok(&client, "vault_list_tasks", json!({})).await;
     stack.assert_audit_verifies();
 }
 
@@ -783,41 +761,23 @@ async fn happy_path_sends_once_then_used_is_refused() {
         .as_str()
         .expect("task id")
         .to_owned();
-    let claimed = call(&client, "vault_claim_task", json!({"task_id": task})).await;
-    assert_ne!(claimed.is_error, Some(true), "{}", text(&claimed));
-    let drafted = call(
+    call_ok(&client, "vault_claim_task", json!({"task_id": task})).await;
+    let drafted = call_ok(
         &client,
         "email_draft_reply",
         json!({"task_id": task, "body": "Paid."}),
     )
     .await;
-    assert_ne!(drafted.is_error, Some(true), "{}", text(&drafted));
     let id = drafted.structured_content.expect("drafted")["approval_id"]
         .as_str()
         .expect("approval id")
         .to_owned();
     // Not approved yet: refused, nothing sent.
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": id}),
-        "Pending_Approval/email",
-    )
-    .await;
+    send_refused(&stack, &client, &id, "Pending_Approval/email").await;
     assert_eq!(stack.outbox(), 0);
 
-    run(Command::new(aie_bin()).args([
-        "approvals",
-        "approve",
-        &id,
-        "--vault",
-        &s(stack.vault.root()),
-        "--state",
-        &s(&stack.state),
-    ]));
-    let sent = call(&client, "email_send", json!({"approval_id": id})).await;
-    assert_ne!(sent.is_error, Some(true), "{}", text(&sent));
+    stack.aie(&["approvals", "approve", &id]);
+    call_ok(&client, "email_send", json!({"approval_id": id})).await;
     assert_eq!(stack.outbox(), 1);
     assert!(
         stack
@@ -840,25 +800,10 @@ async fn happy_path_sends_once_then_used_is_refused() {
     assert_eq!(allowed.last().expect("allowed")["approval_id"], id.as_str());
 
     // Used: a second call is refused and sends nothing more.
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": id}),
-        "already used",
-    )
-    .await;
+    send_refused(&stack, &client, &id, "already used").await;
     assert_eq!(stack.outbox(), 1);
 
-    let out = run(Command::new(aie_bin()).args([
-        "audit",
-        "verify",
-        "--vault",
-        &s(stack.vault.root()),
-        "--state",
-        &s(&stack.state),
-    ]));
-    assert!(out.status.success(), "aie audit verify failed");
+    stack.assert_audit_verifies();
 }
 
 /// Effect budgets bound even approved actions, and rate limits say when to retry.
@@ -871,18 +816,10 @@ async fn budgets_and_rate_limits() {
     .await;
     let client = stack.client(OWNER).await;
     stack.approved("budget-1", "bob@example.com");
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": "budget-1"}),
-        "budget new_recipients_per_day",
-    )
-    .await;
+    send_refused(&stack, &client, "budget-1", "budget new_recipients_per_day").await;
     // Refused before the ledger was touched: the approval is still unused.
     assert!(stack.vault.root().join("Approved/budget-1.md").is_file());
-    let first = call(&client, "vault_list_tasks", json!({})).await;
-    assert_ne!(first.is_error, Some(true), "{}", text(&first));
+    call_ok(&client, "vault_list_tasks", json!({})).await;
     refused(
         &stack,
         &client,
