@@ -17,17 +17,14 @@ use std::{
 use aie::gateway::{ClientIdentity, ClientToken, Gateway, GatewayBuilder, gateway_router};
 use aie_shared::{Metrics, app, http, streamable_http};
 use bytes::Bytes;
-use common::{echo_server, in_own_runtime, serve_on_loopback};
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, client::conn::http1};
-use hyper_util::rt::TokioIo;
-use serde_json::json;
-use tokio::net::TcpStream;
+use common::{
+    CONNECTIONS, MEASURE, STATELESS_CALL, WARMUP, call_body, client_runtime, connect, echo_server,
+    in_own_runtime, in_session, measure, open_session, post_json, serve_on_loopback, timed_calls,
+};
+use http_body_util::Full;
+use hyper::Request;
+use serde_json::{Value, json};
 
-const CONNECTIONS: usize = 8;
-const WARMUP: Duration = Duration::from_millis(500);
-const MEASURE: Duration = Duration::from_secs(3);
-const ACCEPT: &str = "application/json, text/event-stream";
 const TOKEN: &str = "bench-token";
 
 /// Starts the echo server, a gateway fronting it over HTTP and a gateway hosting another
@@ -63,26 +60,19 @@ enum Era {
     Legacy,
 }
 
-fn call_body(id: u64, era: Era) -> String {
-    let mut params = json!({"name": "echo", "arguments": {"text": "hello"}});
-    if era == Era::Stateless {
-        params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}});
-    }
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}).to_string()
+/// The `_meta` of a stateless call: the revision, and who calls.
+fn stateless_meta() -> Value {
+    json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}})
 }
 
+/// A POST to the gateway's `/mcp` as the bench's client, with `headers` added.
 fn request(addr: SocketAddr, body: String, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
-    let mut builder = Request::post("/mcp")
-        .header("host", addr.to_string())
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT)
-        .header("authorization", format!("Bearer {TOKEN}"));
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    builder.body(Full::new(Bytes::from(body))).expect("request")
+    let authorization = format!("Bearer {TOKEN}");
+    let mut all = vec![("authorization", authorization.as_str())];
+    all.extend_from_slice(headers);
+    post_json(addr, "/mcp", body, &all)
 }
 
 /// One connection's calls until `deadline`; returns the latencies of calls that began after
@@ -93,120 +83,24 @@ async fn connection(
     measure_from: Instant,
     deadline: Instant,
 ) -> (Vec<Duration>, usize) {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-
-    let mut session = String::new();
-    if era == Era::Legacy {
-        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
-        let res = sender
-            .send_request(request(addr, init.to_string(), &[]))
-            .await
-            .expect("initialize");
-        session = res.headers()["mcp-session-id"]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
-        let _ = res.into_body().collect().await;
-        sender.ready().await.expect("ready");
-        let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
-        let headers = [
-            ("mcp-session-id", session.as_str()),
-            ("mcp-protocol-version", "2025-11-25"),
-        ];
-        let res = sender
-            .send_request(request(addr, done, &headers))
-            .await
-            .expect("initialized");
-        let _ = res.into_body().collect().await;
-    }
-
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    let mut id = 1;
-    while Instant::now() < deadline {
-        sender.ready().await.expect("ready");
-        let req = match era {
-            Era::Stateless => request(
-                addr,
-                call_body(id, era),
-                &[
-                    ("mcp-protocol-version", "2026-07-28"),
-                    ("mcp-method", "tools/call"),
-                    ("mcp-name", "echo"),
-                ],
-            ),
-            Era::Legacy => request(
-                addr,
-                call_body(id, era),
-                &[
-                    ("mcp-session-id", session.as_str()),
-                    ("mcp-protocol-version", "2025-11-25"),
-                ],
-            ),
-        };
-        let started = Instant::now();
-        let res = sender.send_request(req).await.expect("send");
-        let ok = res.status().is_success();
-        let body = res.into_body().collect().await.expect("body").to_bytes();
-        let elapsed = started.elapsed();
-        if !ok || !body.windows(8).any(|w| w == b"\"hello\"}") {
-            errors += 1;
+    let mut sender = connect(addr).await;
+    let session = match era {
+        Era::Legacy => {
+            open_session(&mut sender, |body, headers| request(addr, body, headers)).await
         }
-        if started >= measure_from {
-            latencies.push(elapsed);
-        }
-        id += 1;
-    }
-    (latencies, errors)
-}
-
-struct Figures {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    errors: usize,
-}
-
-async fn measure(era: Era, addr: SocketAddr, connections: usize) -> Figures {
-    let start = Instant::now();
-    let measure_from = start + WARMUP;
-    let deadline = measure_from + MEASURE;
-    let tasks: Vec<_> = (0..connections)
-        .map(|_| tokio::spawn(connection(era, addr, measure_from, deadline)))
-        .collect();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (latencies, e) = task.await.expect("connection task");
-        all.extend(latencies);
-        errors += e;
-    }
-    all.sort();
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 - 1.0) * q) as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+        Era::Stateless => String::new(),
     };
-    Figures {
-        rps: all.len() as f64 / MEASURE.as_secs_f64(),
-        p50_us: pick(0.50),
-        p99_us: pick(0.99),
-        errors,
-    }
+    timed_calls(&mut sender, measure_from, deadline, |id| match era {
+        Era::Stateless => request(addr, call_body(id, Some(stateless_meta())), &STATELESS_CALL),
+        Era::Legacy => request(addr, call_body(id, None), &in_session(&session)),
+    })
+    .await
 }
 
 fn main() {
     aie_shared::init_crypto();
     let (direct, gateway, hosting) = start_servers();
-    let client = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("client runtime");
+    let client = client_runtime();
     println!(
         "tools/call of a trivial tool on loopback, through the gateway and direct; {}s per figure after {}ms warm-up",
         MEASURE.as_secs(),
@@ -228,8 +122,9 @@ fn main() {
             ("gateway, HTTP upstream", gateway),
             ("gateway, in-process", hosting),
         ] {
-            let one = client.block_on(measure(era, addr, 1));
-            let many = client.block_on(measure(era, addr, CONNECTIONS));
+            let run = |from, until| connection(era, addr, from, until);
+            let one = client.block_on(measure(1, run));
+            let many = client.block_on(measure(CONNECTIONS, run));
             if path == "direct" {
                 direct_rps = many.rps;
             }

@@ -19,19 +19,15 @@ use aie_shared::rmcp::transport::streamable_http_server::{
 };
 use aie_shared::{Metrics, app, http, streamable_http};
 use axum::{Json, Router, routing::post};
-use bytes::Bytes;
-use common::{echo_server, in_own_runtime, serve_on_loopback};
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, client::conn::http1};
-use hyper_util::rt::TokioIo;
+use common::{
+    CONNECTIONS, Figures, MEASURE, STATELESS_CALL, WARMUP, call_body, client_runtime, connect,
+    echo_server, in_own_runtime, in_session, measure, open_session, post_json, serve_on_loopback,
+    timed_calls,
+};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-const CONNECTIONS: usize = 8;
-const WARMUP: Duration = Duration::from_millis(500);
-const MEASURE: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;
-const ACCEPT: &str = "application/json, text/event-stream";
 
 /// Starts the servers on a runtime of their own (its own threads); returns the addresses of
 /// aie, rmcp alone and the bare echo.
@@ -93,29 +89,10 @@ enum Mode {
     BareEcho,
 }
 
-fn call_body(id: u64, stateless: bool) -> String {
-    let mut params = json!({"name": "echo", "arguments": {"text": "hello"}});
-    if stateless {
-        params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {}});
-    }
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}).to_string()
-}
-
-fn request(
-    addr: SocketAddr,
-    path: &str,
-    body: String,
-    headers: &[(&str, &str)],
-) -> Request<Full<Bytes>> {
-    let mut builder = Request::post(path)
-        .header("host", addr.to_string())
-        .header("content-type", "application/json")
-        .header("accept", ACCEPT);
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    builder.body(Full::new(Bytes::from(body))).expect("request")
+/// The `_meta` of a stateless call: the revision.
+fn stateless_meta() -> Value {
+    json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}})
 }
 
 /// One connection's loop until `deadline`; returns latencies of the calls that began after
@@ -126,118 +103,27 @@ async fn connection(
     measure_from: Instant,
     deadline: Instant,
 ) -> (Vec<Duration>, usize) {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-
-    let mut session = String::new();
-    if let Mode::LegacySession = mode {
-        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
-        let res = sender
-            .send_request(request(addr, "/mcp", init.to_string(), &[]))
+    let mut sender = connect(addr).await;
+    let session = match mode {
+        Mode::LegacySession => {
+            open_session(&mut sender, |body, headers| {
+                post_json(addr, "/mcp", body, headers)
+            })
             .await
-            .expect("initialize");
-        session = res.headers()["mcp-session-id"]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
-        let _ = res.into_body().collect().await;
-        sender.ready().await.expect("ready");
-        let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
-        let headers = [
-            ("mcp-session-id", session.as_str()),
-            ("mcp-protocol-version", "2025-11-25"),
-        ];
-        let res = sender
-            .send_request(request(addr, "/mcp", done, &headers))
-            .await
-            .expect("initialized");
-        let _ = res.into_body().collect().await;
-    }
-
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    let mut id = 1;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
         }
-        sender.ready().await.expect("ready");
-        let req = match mode {
-            Mode::Stateless | Mode::RmcpStateless => request(
-                addr,
-                "/mcp",
-                call_body(id, true),
-                &[
-                    ("mcp-protocol-version", "2026-07-28"),
-                    ("mcp-method", "tools/call"),
-                    ("mcp-name", "echo"),
-                ],
-            ),
-            Mode::LegacySession => request(
-                addr,
-                "/mcp",
-                call_body(id, false),
-                &[
-                    ("mcp-session-id", session.as_str()),
-                    ("mcp-protocol-version", "2025-11-25"),
-                ],
-            ),
-            Mode::BareEcho => request(addr, "/echo", call_body(id, false), &[]),
-        };
-        let started = Instant::now();
-        let res = sender.send_request(req).await.expect("send");
-        let ok = res.status().is_success();
-        let body = res.into_body().collect().await.expect("body").to_bytes();
-        let elapsed = started.elapsed();
-        if !ok || !body.windows(8).any(|w| w == b"\"hello\"}") {
-            errors += 1;
-        }
-        if started >= measure_from {
-            latencies.push(elapsed);
-        }
-        id += 1;
-    }
-    (latencies, errors)
-}
-
-struct Figures {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    errors: usize,
-}
-
-async fn round(mode: Mode, addr: SocketAddr) -> Figures {
-    let start = Instant::now();
-    let measure_from = start + WARMUP;
-    let deadline = measure_from + MEASURE;
-    let tasks: Vec<_> = (0..CONNECTIONS)
-        .map(|_| tokio::spawn(connection(mode, addr, measure_from, deadline)))
-        .collect();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (latencies, e) = task.await.expect("connection task");
-        all.extend(latencies);
-        errors += e;
-    }
-    all.sort();
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 - 1.0) * q) as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+        Mode::Stateless | Mode::RmcpStateless | Mode::BareEcho => String::new(),
     };
-    Figures {
-        rps: all.len() as f64 / MEASURE.as_secs_f64(),
-        p50_us: pick(0.50),
-        p99_us: pick(0.99),
-        errors,
-    }
+    timed_calls(&mut sender, measure_from, deadline, |id| match mode {
+        Mode::Stateless | Mode::RmcpStateless => post_json(
+            addr,
+            "/mcp",
+            call_body(id, Some(stateless_meta())),
+            &STATELESS_CALL,
+        ),
+        Mode::LegacySession => post_json(addr, "/mcp", call_body(id, None), &in_session(&session)),
+        Mode::BareEcho => post_json(addr, "/echo", call_body(id, None), &[]),
+    })
+    .await
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -289,10 +175,7 @@ fn idle_memory() {
 fn main() {
     aie_shared::init_crypto();
     let (aie, raw, bare) = start_servers();
-    let client = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("client runtime");
+    let client = client_runtime();
     println!(
         "tools/call of a trivial tool on loopback: {CONNECTIONS} keep-alive connections, {ROUNDS} rounds of {}s after {}ms warm-up; median of rounds",
         MEASURE.as_secs(),
@@ -310,7 +193,10 @@ fn main() {
         (Mode::LegacySession, aie, "aie legacy session (2025-11-25)"),
     ] {
         let rounds: Vec<Figures> = (0..ROUNDS)
-            .map(|_| client.block_on(round(mode, addr)))
+            .map(|_| {
+                let run = |from, until| connection(mode, addr, from, until);
+                client.block_on(measure(CONNECTIONS, run))
+            })
             .collect();
         let errors = rounds.iter().map(|f| f.errors).sum::<usize>();
         let rps = median(rounds.iter().map(|f| f.rps).collect());

@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
     time::Duration,
@@ -103,6 +103,11 @@ impl Aie {
         self.url.replacen("127.0.0.1", "localhost", 1)
     }
 
+    /// Its process id, for signals such as SIGHUP.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -193,6 +198,36 @@ pub fn conformance_suite(url: &str, requirements: &str) -> SuiteRun {
         report,
         status: out.status,
     }
+}
+
+/// Every audit record in the log folder `logs` (one agent's `Logs/AGENT/`), oldest file
+/// first; an error only if the folder cannot be read.
+pub fn audit_records_in(logs: &Path) -> std::io::Result<Vec<serde_json::Value>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(logs)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    Ok(files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .expect("log")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("record"))
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .collect())
+}
+
+/// Makes a Maildir at `maildir` (`new/`, `cur/`, `tmp/`) with `raw` delivered as
+/// `new/NAME`; returns its path.
+pub fn maildir_holding(maildir: &Path, name: &str, raw: &str) -> PathBuf {
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    std::fs::write(maildir.join("new").join(name), raw).expect("deliver");
+    maildir.to_path_buf()
 }
 
 /// The two-zone scenario of the Platinum and crash tests: separate `aie up` processes, a bare
@@ -447,11 +482,7 @@ Please pay invoice 42 by Friday.\r\n";
     /// --zone cloud` on it syncing through `remote`, [`cloud_drafts`] with `body`, and the
     /// cloud stopped. The local zone (`root/local`) then pulls the reply for its owner.
     pub fn cloud_drafts_invoice_reply(root: &Path, remote: &Path, body: &str) -> Drafted {
-        let maildir = root.join("maildir");
-        for sub in ["new", "cur", "tmp"] {
-            std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
-        }
-        std::fs::write(maildir.join("new/1.invoice"), INVOICE_MAIL).expect("deliver");
+        let maildir = super::maildir_holding(&root.join("maildir"), "1.invoice", INVOICE_MAIL);
         let cloud = up(
             "cloud",
             root,
@@ -465,22 +496,7 @@ Please pay invoice 42 by Friday.\r\n";
     /// Every audit record zone `zone` wrote (`root/ZONE/vault/Logs/ZONE/`), oldest file first.
     pub fn audit_records(root: &Path, zone: &str) -> Vec<Value> {
         let logs = root.join(zone).join("vault/Logs").join(zone);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&logs)
-            .unwrap_or_else(|e| panic!("{}: {e}", logs.display()))
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .expect("log")
-                    .lines()
-                    .map(|l| serde_json::from_str(l).expect("record"))
-                    .collect::<Vec<Value>>()
-            })
-            .collect()
+        super::audit_records_in(&logs).unwrap_or_else(|e| panic!("{}: {e}", logs.display()))
     }
 
     /// `aie ARGS` run to completion.

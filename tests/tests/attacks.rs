@@ -7,15 +7,14 @@
 //! The happy path sends exactly once; a config reload under load loses no call.
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    process::{Command, Output},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use aie::gateway::sha256_hex;
-use aie_e2e::{Aie, aie_bin, run};
+use aie_e2e::{Aie, aie_bin, audit_records_in, maildir_holding, run, zones::INVOICE_MAIL};
 use aie_shared::{
     ToolError, ToolOutput, ToolServer, ToolSet, ToolSpec,
     approvals::{Approvals, SyncArrivals},
@@ -43,19 +42,6 @@ const EXECUTE_TOOLS: [&str; 4] = [
 ];
 
 type Client = RunningService<RoleClient, ClientConfig>;
-
-/// A gateway process (its pid is needed for SIGHUP), killed when dropped.
-struct Gateway {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The recording fake: every execute tool the suite has besides `email_send`.
 #[derive(Clone, Default)]
@@ -118,7 +104,8 @@ struct Stack {
     config: PathBuf,
     recorder: Recorder,
     _email: Aie,
-    gateway: Gateway,
+    /// The gateway process (its pid is needed for SIGHUP).
+    gateway: Aie,
 }
 
 fn config_text(extra: &str) -> String {
@@ -129,13 +116,6 @@ fn config_text(extra: &str) -> String {
         sha256_hex(READER)
     )
 }
-
-const ORIGINAL: &str = "From: Alice <alice@example.org>\r\n\
-To: Owner <owner@example.com>\r\n\
-Subject: Invoice 42\r\n\
-Message-ID: <inv42@example.org>\r\n\
-\r\n\
-Please pay invoice 42 by Friday.\r\n";
 
 fn s(path: &Path) -> String {
     path.to_str().expect("utf-8 path").to_owned()
@@ -148,11 +128,11 @@ impl Stack {
         let vault = Vault::init(dir.path().join("vault")).expect("vault");
         let state = dir.path().join("state");
         let email_state = dir.path().join("email-state");
-        let maildir = dir.path().join("Maildir");
-        for sub in ["new", "cur", "tmp"] {
-            std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
-        }
-        std::fs::write(maildir.join("new/1700000000.1.host"), ORIGINAL).expect("deliver");
+        let maildir = maildir_holding(
+            &dir.path().join("Maildir"),
+            "1700000000.1.host",
+            INVOICE_MAIL,
+        );
         let config = dir.path().join("aie.toml");
         std::fs::write(&config, config_text(extra_config)).expect("config");
         let email = Aie::start(&[
@@ -171,26 +151,29 @@ impl Stack {
         ]);
         let recorder = Recorder::default();
         let fake = fake_executor(recorder.clone()).await;
-        let gateway = start_gateway(&[
-            "serve",
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--zone",
-            zone,
-            "--vault",
-            &s(vault.root()),
-            "--state",
-            &s(&state),
-            "--agent",
-            "local",
-            "--config",
-            &s(&config),
-            "--upstream",
-            &format!("email={},prefix=false", email.url),
-            "--upstream",
-            &format!("fake={fake},prefix=false"),
-        ]);
+        let gateway = Aie::start_with_env(
+            &[
+                "serve",
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--zone",
+                zone,
+                "--vault",
+                &s(vault.root()),
+                "--state",
+                &s(&state),
+                "--agent",
+                "local",
+                "--config",
+                &s(&config),
+                "--upstream",
+                &format!("email={},prefix=false", email.url),
+                "--upstream",
+                &format!("fake={fake},prefix=false"),
+            ],
+            &[("USER", "owner")],
+        );
         Stack {
             _dir: dir,
             vault,
@@ -222,21 +205,7 @@ impl Stack {
 
     /// Every audit record the gateway wrote.
     fn audit(&self) -> Vec<Value> {
-        let dir = self.vault.root().join("Logs/local");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.sort();
-        files
-            .iter()
-            .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .expect("log")
-                    .lines()
-                    .map(|l| serde_json::from_str(l).expect("record"))
-                    .collect::<Vec<Value>>()
-            })
-            .collect()
+        audit_records_in(&self.vault.root().join("Logs/local")).unwrap_or_default()
     }
 
     /// The refused audit record of `tool` whose reason contains `why`.
@@ -276,16 +245,17 @@ impl Stack {
         }
     }
 
+    /// Runs `aie ARGS --vault VAULT --state STATE` on this stack's folders, as the owner does.
+    fn aie(&self, args: &[&str]) -> Output {
+        let (vault, state) = (s(self.vault.root()), s(&self.state));
+        run(Command::new(aie_bin())
+            .args(args)
+            .args(["--vault", &vault, "--state", &state]))
+    }
+
     /// `aie audit verify` passes on the vault with this stack's state folder.
     fn assert_audit_verifies(&self) {
-        let out = run(Command::new(aie_bin()).args([
-            "audit",
-            "verify",
-            "--vault",
-            &s(self.vault.root()),
-            "--state",
-            &s(&self.state),
-        ]));
+        let out = self.aie(&["audit", "verify"]);
         assert!(out.status.success(), "aie audit verify failed");
     }
 
@@ -337,31 +307,6 @@ fn reply(id: &ApprovalId, to: &str) -> Value {
     })
 }
 
-fn start_gateway(args: &[&str]) -> Gateway {
-    let mut child = Command::new(aie_bin())
-        .args(args)
-        .env("RUST_LOG", "error")
-        .env("USER", "owner")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn aie");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                let _ = tx.send(url.to_owned());
-            }
-            println!("[gateway] {line}");
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the gateway printed no URL within 60 s");
-    Gateway { child, url }
-}
-
 async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
     let args: JsonObject = serde_json::from_value(args).expect("object");
     client
@@ -390,18 +335,44 @@ async fn refused(stack: &Stack, client: &Client, tool: &str, args: Value, why: &
     stack.refused_in_audit(tool, why)
 }
 
-/// Cloud: no execute tool is listed, and each call by name is refused, saying why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cloud_never_executes() {
-    let stack = Stack::start("cloud", "").await;
-    let client = stack.client(OWNER).await;
-    let listed: Vec<String> = client
+/// Calls `email_send` with `approval_id` and expects a refusal whose text contains `why`,
+/// also in the audit log.
+async fn send_refused(stack: &Stack, client: &Client, approval_id: &str, why: &str) -> Value {
+    let args = json!({"approval_id": approval_id});
+    refused(stack, client, "email_send", args, why).await
+}
+
+/// Calls `tool` and expects an answer that is not an error.
+async fn call_ok(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let result = call(client, tool, args).await;
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    result
+}
+
+/// The names of the tools `client` is shown.
+async fn tool_names(client: &Client) -> Vec<String> {
+    client
         .list_all_tools()
         .await
         .expect("tools/list")
         .into_iter()
         .map(|t| t.name.to_string())
-        .collect();
+        .collect()
+}
+
+/// A POST to `url` with the headers every MCP client sends (content type, accept).
+fn mcp_post(http: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    http.post(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+}
+
+/// Cloud: no execute tool is listed, and each call by name is refused, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_never_executes() {
+    let stack = Stack::start("cloud", "").await;
+    let client = stack.client(OWNER).await;
+    let listed = tool_names(&client).await;
     assert!(
         listed.contains(&"email_draft_reply".to_owned()),
         "{listed:?}"
@@ -446,11 +417,10 @@ async fn local_execute_without_approval() {
     }
     // An id nobody approved: still waiting for the human.
     let id = stack.draft("pending-1", "bob@example.com", TimeDelta::hours(1));
-    refused(
+    send_refused(
         &stack,
         &client,
-        "email_send",
-        json!({"approval_id": id.as_str()}),
+        id.as_str(),
         "aie approvals approve pending-1",
     )
     .await;
@@ -467,14 +437,7 @@ async fn local_execute_rejected() {
         .approvals()
         .reject(&id, "owner", "not this one")
         .expect("reject");
-    let record = refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": "rej-1"}),
-        "rejected",
-    )
-    .await;
+    let record = send_refused(&stack, &client, "rej-1", "rejected").await;
     assert_eq!(record["approval_id"], "rej-1");
     stack.assert_nothing_executed();
 }
@@ -487,14 +450,7 @@ async fn local_execute_expired() {
     let id = stack.draft("exp-1", "bob@example.com", TimeDelta::seconds(2));
     stack.approvals().approve(&id, "owner").expect("approve");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": "exp-1"}),
-        "Quarantine/exp-1.md",
-    )
-    .await;
+    send_refused(&stack, &client, "exp-1", "Quarantine/exp-1.md").await;
     assert!(stack.vault.root().join("Quarantine/exp-1.md").is_file());
     stack.assert_nothing_executed();
 }
@@ -510,14 +466,7 @@ async fn local_execute_edited_after_approval() {
         .expect("file")
         .replace("bob@example.com", "mallory@example.net");
     std::fs::write(&path, edited).expect("edit");
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": "edit-1"}),
-        "Quarantine/edit-1.md",
-    )
-    .await;
+    send_refused(&stack, &client, "edit-1", "Quarantine/edit-1.md").await;
     stack.assert_nothing_executed();
 }
 
@@ -533,14 +482,7 @@ async fn local_execute_synced_into_approved() {
         stack.vault.root().join("Approved/sync-1.md"),
     )
     .expect("arrive");
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": id.as_str()}),
-        "through sync",
-    )
-    .await;
+    send_refused(&stack, &client, id.as_str(), "through sync").await;
     stack.refused_in_audit("email_send", "Quarantine/sync-1.md");
     assert!(stack.vault.root().join("Quarantine/sync-1.md").is_file());
     stack.assert_nothing_executed();
@@ -564,13 +506,7 @@ async fn local_execute_other_arguments() {
 async fn client_outside_its_role() {
     let stack = Stack::start("local", "").await;
     let client = stack.client(READER).await;
-    let listed: Vec<String> = client
-        .list_all_tools()
-        .await
-        .expect("tools/list")
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let listed = tool_names(&client).await;
     assert!(
         !listed.contains(&"email_draft_reply".to_owned()),
         "{listed:?}"
@@ -584,14 +520,7 @@ async fn client_outside_its_role() {
     )
     .await;
     assert_eq!(record["client"], "viewer");
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": "x"}),
-        "role reader",
-    )
-    .await;
+    send_refused(&stack, &client, "x", "role reader").await;
     stack.assert_nothing_executed();
 }
 
@@ -609,10 +538,7 @@ async fn http_level_attacks() {
     .to_string();
     let http = reqwest::Client::new();
     let post = |token: Option<&str>| {
-        let mut request = http
-            .post(&stack.gateway.url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json, text/event-stream")
+        let mut request = mcp_post(&http, &stack.gateway.url)
             .header("MCP-Protocol-Version", "2026-07-28")
             .header("Mcp-Method", "tools/call")
             .header("Mcp-Name", "email_send");
@@ -703,10 +629,7 @@ async fn no_token_flood(stack: &Stack, n: u64) -> (Vec<Value>, Duration) {
     for sent in (0..n).step_by(25) {
         let mut batch = tokio::task::JoinSet::new();
         for _ in sent..n.min(sent + 25) {
-            let request = http
-                .post(&stack.gateway.url)
-                .header("Content-Type", "application/json")
-                .header("Accept", "application/json, text/event-stream")
+            let request = mcp_post(&http, &stack.gateway.url)
                 .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
             batch.spawn(async move { request.send().await.expect("post").status() });
         }
@@ -789,8 +712,7 @@ async fn http_refusal_flood_is_counted_not_recorded() {
     );
 
     let client = stack.client(OWNER).await;
-    let listed = call(&client, "vault_list_tasks", json!({})).await;
-    assert_ne!(listed.is_error, Some(true), "{}", text(&listed));
+    call_ok(&client, "vault_list_tasks", json!({})).await;
     stack.assert_audit_verifies();
 }
 
@@ -839,41 +761,23 @@ async fn happy_path_sends_once_then_used_is_refused() {
         .as_str()
         .expect("task id")
         .to_owned();
-    let claimed = call(&client, "vault_claim_task", json!({"task_id": task})).await;
-    assert_ne!(claimed.is_error, Some(true), "{}", text(&claimed));
-    let drafted = call(
+    call_ok(&client, "vault_claim_task", json!({"task_id": task})).await;
+    let drafted = call_ok(
         &client,
         "email_draft_reply",
         json!({"task_id": task, "body": "Paid."}),
     )
     .await;
-    assert_ne!(drafted.is_error, Some(true), "{}", text(&drafted));
     let id = drafted.structured_content.expect("drafted")["approval_id"]
         .as_str()
         .expect("approval id")
         .to_owned();
     // Not approved yet: refused, nothing sent.
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": id}),
-        "Pending_Approval/email",
-    )
-    .await;
+    send_refused(&stack, &client, &id, "Pending_Approval/email").await;
     assert_eq!(stack.outbox(), 0);
 
-    run(Command::new(aie_bin()).args([
-        "approvals",
-        "approve",
-        &id,
-        "--vault",
-        &s(stack.vault.root()),
-        "--state",
-        &s(&stack.state),
-    ]));
-    let sent = call(&client, "email_send", json!({"approval_id": id})).await;
-    assert_ne!(sent.is_error, Some(true), "{}", text(&sent));
+    stack.aie(&["approvals", "approve", &id]);
+    call_ok(&client, "email_send", json!({"approval_id": id})).await;
     assert_eq!(stack.outbox(), 1);
     assert!(
         stack
@@ -896,25 +800,10 @@ async fn happy_path_sends_once_then_used_is_refused() {
     assert_eq!(allowed.last().expect("allowed")["approval_id"], id.as_str());
 
     // Used: a second call is refused and sends nothing more.
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": id}),
-        "already used",
-    )
-    .await;
+    send_refused(&stack, &client, &id, "already used").await;
     assert_eq!(stack.outbox(), 1);
 
-    let out = run(Command::new(aie_bin()).args([
-        "audit",
-        "verify",
-        "--vault",
-        &s(stack.vault.root()),
-        "--state",
-        &s(&stack.state),
-    ]));
-    assert!(out.status.success(), "aie audit verify failed");
+    stack.assert_audit_verifies();
 }
 
 /// Effect budgets bound even approved actions, and rate limits say when to retry.
@@ -927,18 +816,10 @@ async fn budgets_and_rate_limits() {
     .await;
     let client = stack.client(OWNER).await;
     stack.approved("budget-1", "bob@example.com");
-    refused(
-        &stack,
-        &client,
-        "email_send",
-        json!({"approval_id": "budget-1"}),
-        "budget new_recipients_per_day",
-    )
-    .await;
+    send_refused(&stack, &client, "budget-1", "budget new_recipients_per_day").await;
     // Refused before the ledger was touched: the approval is still unused.
     assert!(stack.vault.root().join("Approved/budget-1.md").is_file());
-    let first = call(&client, "vault_list_tasks", json!({})).await;
-    assert_ne!(first.is_error, Some(true), "{}", text(&first));
+    call_ok(&client, "vault_list_tasks", json!({})).await;
     refused(
         &stack,
         &client,
@@ -973,7 +854,7 @@ async fn config_reload_under_load_loses_no_call() {
                 config_text("[policy.tools]\n\"vault_list_tasks\" = \"execute\"\n"),
             )
             .expect("rewrite");
-            let pid = stack.gateway.child.id().to_string();
+            let pid = stack.gateway.pid().to_string();
             assert!(
                 Command::new("kill")
                     .args(["-HUP", &pid])

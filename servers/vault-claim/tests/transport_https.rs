@@ -2,13 +2,15 @@
 //! (git's own server side) run as CGI behind a small axum app, served over TLS with a
 //! self-signed certificate.
 
+mod transport_support;
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use aie_vault_claim::transport::{self, TransportConfig};
+use aie_vault_claim::transport::TransportConfig;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -16,6 +18,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
+use transport_support::{commit_and_push, git, seed_bare_repo};
 
 /// What the test server does in front of `git http-backend`.
 #[derive(Clone)]
@@ -199,99 +202,16 @@ impl TlsFixture {
     }
 }
 
-/// Runs `git` with `args` in `dir`, failing the test on error.
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Creates `<root>/vault.git`, bare, push over HTTP allowed, with one seed commit on main.
-fn seed_bare_repo(root: &Path) {
-    git(
-        root,
-        &["init", "--quiet", "--bare", "-b", "main", "vault.git"],
-    );
-    git(
-        &root.join("vault.git"),
-        &["config", "http.receivepack", "true"],
-    );
-    git(root, &["init", "--quiet", "-b", "main", "seed"]);
-    let seed = root.join("seed");
-    std::fs::write(seed.join("Dashboard.md"), "# Dashboard\n").expect("write seed");
-    git(&seed, &["add", "."]);
-    git(
-        &seed,
-        &[
-            "-c",
-            "user.name=seed",
-            "-c",
-            "user.email=seed@example.test",
-            "commit",
-            "--quiet",
-            "-m",
-            "seed",
-        ],
-    );
-    git(&seed, &["push", "--quiet", "../vault.git", "main"]);
-}
-
-/// Commits `name` with `content` on the current branch of `repo`.
-fn commit_file(repo: &git2::Repository, name: &str, content: &str, message: &str) {
-    let path = repo.workdir().expect("work tree").join(name);
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("create folders");
-    std::fs::write(&path, content).expect("write file");
-    let mut index = repo.index().expect("index");
-    index.add_path(Path::new(name)).expect("add");
-    index.write().expect("write index");
-    let tree = repo
-        .find_tree(index.write_tree().expect("tree"))
-        .expect("find tree");
-    let parent = repo.head().expect("head").peel_to_commit().expect("commit");
-    let sig = git2::Signature::now("agent", "agent@example.test").expect("signature");
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &[&parent])
-        .expect("commit");
-}
-
-/// Pushes main to origin; a ref the server refused is an error too.
-fn push_main(repo: &git2::Repository) -> Result<(), String> {
-    let mut remote = repo.find_remote("origin").map_err(|e| e.to_string())?;
-    let refused = std::cell::RefCell::new(None);
-    let mut callbacks = git2::RemoteCallbacks::new();
-    callbacks.push_update_reference(|name, status| {
-        if let Some(status) = status {
-            *refused.borrow_mut() = Some(format!("{name}: {status}"));
-        }
-        Ok(())
-    });
-    let mut options = git2::PushOptions::new();
-    options.remote_callbacks(callbacks);
-    remote
-        .push(&["refs/heads/main:refs/heads/main"], Some(&mut options))
-        .map_err(|e| e.message().to_owned())?;
-    drop(options);
-    match refused.into_inner() {
-        Some(refusal) => Err(refusal),
-        None => Ok(()),
-    }
+/// Creates `<root>/vault.git` with one seed commit on main, push over HTTP allowed.
+fn seed_vault_repo(root: &Path) {
+    let bare = seed_bare_repo(root, "vault.git");
+    git(&bare, &["config", "http.receivepack", "true"]);
 }
 
 /// Clones `url` into `into` with aie's transports and `config`, on a blocking thread.
 async fn clone(url: String, into: PathBuf, config: TransportConfig) -> Result<PathBuf, String> {
     tokio::task::spawn_blocking(move || {
-        transport::register().map_err(|e| e.to_string())?;
-        transport::with_config(&config, || {
-            git2::Repository::clone(&url, &into).map_err(|e| e.message().to_owned())
-        })?;
+        transport_support::clone(&url, &into, &config)?;
         Ok(into)
     })
     .await
@@ -321,7 +241,7 @@ fn write_credentials(state: &Path, lines: &str) {
 async fn clone_commit_push_and_clone_again_over_https() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let root = tmp.path();
-    seed_bare_repo(root);
+    seed_vault_repo(root);
     let tls = TlsFixture::generate(root, "server");
     let server = GitHttpsServer::start(root, &tls, Gate::Open).await;
     let url = server.url("vault.git");
@@ -335,8 +255,13 @@ async fn clone_commit_push_and_clone_again_over_https() {
         move || {
             let repo = git2::Repository::open(&first).expect("open clone");
             assert!(first.join("Dashboard.md").exists(), "seed file checked out");
-            commit_file(&repo, "Updates/note.md", "from the cloud\n", "cloud note");
-            transport::with_config(&cfg, || push_main(&repo))
+            commit_and_push(
+                &repo,
+                &cfg,
+                "Updates/note.md",
+                "from the cloud\n",
+                "cloud note",
+            )
         }
     })
     .await
@@ -359,7 +284,7 @@ async fn clone_commit_push_and_clone_again_over_https() {
 async fn untrusted_certificate_gives_a_clear_tls_error() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let root = tmp.path();
-    seed_bare_repo(root);
+    seed_vault_repo(root);
     let tls = TlsFixture::generate(root, "server");
     let other = TlsFixture::generate(root, "other");
     let server = GitHttpsServer::start(root, &tls, Gate::Open).await;
@@ -387,7 +312,7 @@ async fn untrusted_certificate_gives_a_clear_tls_error() {
 async fn basic_auth_uses_state_folder_credentials_and_explains_401() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let root = tmp.path();
-    seed_bare_repo(root);
+    seed_vault_repo(root);
     let tls = TlsFixture::generate(root, "server");
     // base64("alice:s3cret-token")
     let gate = Gate::Basic {
@@ -444,8 +369,7 @@ async fn basic_auth_uses_state_folder_credentials_and_explains_401() {
         let cfg = cfg.clone();
         move || {
             let repo = git2::Repository::open(&dir).expect("open");
-            commit_file(&repo, "Done/task.md", "done\n", "done with auth");
-            transport::with_config(&cfg, || push_main(&repo))
+            commit_and_push(&repo, &cfg, "Done/task.md", "done\n", "done with auth")
         }
     })
     .await

@@ -3,6 +3,8 @@
 //! bare repositories in a temporary folder through the server's `git-upload-pack` and
 //! `git-receive-pack`.
 
+mod transport_support;
+
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
@@ -11,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aie_vault_claim::transport::{self, TransportConfig};
+use transport_support::{clone, commit_and_push, git, seed_bare_repo};
 
 /// Where Debian's openssh-server puts the daemon (tests/run installs it).
 const SSHD: &str = "/usr/sbin/sshd";
@@ -135,100 +138,6 @@ fn keygen(path: &Path) {
     );
 }
 
-/// Runs `git` with `args` in `dir`, failing the test on error; returns stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Creates the bare repository `<root>/<name>` with one seed commit on main.
-fn seed_bare_repo(root: &Path, name: &str) -> PathBuf {
-    git(root, &["init", "--quiet", "--bare", "-b", "main", name]);
-    let seed = root.join(format!("seed-{}", name.len()));
-    git(
-        root,
-        &[
-            "init",
-            "--quiet",
-            "-b",
-            "main",
-            seed.to_str().expect("utf-8"),
-        ],
-    );
-    std::fs::write(seed.join("Dashboard.md"), "# Dashboard\n").expect("write seed");
-    git(&seed, &["add", "."]);
-    git(
-        &seed,
-        &[
-            "-c",
-            "user.name=seed",
-            "-c",
-            "user.email=seed@example.test",
-            "commit",
-            "--quiet",
-            "-m",
-            "seed",
-        ],
-    );
-    let bare = root.join(name);
-    git(
-        &seed,
-        &["push", "--quiet", bare.to_str().expect("utf-8"), "main"],
-    );
-    bare
-}
-
-/// Commits `name` with `content` on the current branch of `repo`.
-fn commit_file(repo: &git2::Repository, name: &str, content: &str, message: &str) {
-    let path = repo.workdir().expect("work tree").join(name);
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("create folders");
-    std::fs::write(&path, content).expect("write file");
-    let mut index = repo.index().expect("index");
-    index.add_path(Path::new(name)).expect("add");
-    index.write().expect("write index");
-    let tree = repo
-        .find_tree(index.write_tree().expect("tree"))
-        .expect("find tree");
-    let parent = repo.head().expect("head").peel_to_commit().expect("commit");
-    let sig = git2::Signature::now("agent", "agent@example.test").expect("signature");
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &[&parent])
-        .expect("commit");
-}
-
-/// Pushes main to origin; a ref the server refused is an error too.
-fn push_main(repo: &git2::Repository) -> Result<(), String> {
-    let mut remote = repo.find_remote("origin").map_err(|e| e.to_string())?;
-    let refused = std::cell::RefCell::new(None);
-    let mut callbacks = git2::RemoteCallbacks::new();
-    callbacks.push_update_reference(|name, status| {
-        if let Some(status) = status {
-            *refused.borrow_mut() = Some(format!("{name}: {status}"));
-        }
-        Ok(())
-    });
-    let mut options = git2::PushOptions::new();
-    options.remote_callbacks(callbacks);
-    remote
-        .push(&["refs/heads/main:refs/heads/main"], Some(&mut options))
-        .map_err(|e| e.message().to_owned())?;
-    drop(options);
-    match refused.into_inner() {
-        Some(refusal) => Err(refusal),
-        None => Ok(()),
-    }
-}
-
 /// Fetches origin's main and returns the summary of its tip.
 fn fetch_main(repo: &git2::Repository) -> Result<String, String> {
     let mut remote = repo.find_remote("origin").map_err(|e| e.to_string())?;
@@ -240,14 +149,6 @@ fn fetch_main(repo: &git2::Repository) -> Result<String, String> {
         .and_then(|r| r.peel_to_commit())
         .map_err(|e| e.to_string())?;
     Ok(tip.summary().ok().flatten().unwrap_or_default().to_owned())
-}
-
-/// Clones `url` into `into` through aie's transports with `config`.
-fn clone(url: &str, into: &Path, config: &TransportConfig) -> Result<git2::Repository, String> {
-    transport::register().map_err(|e| e.to_string())?;
-    transport::with_config(config, || {
-        git2::Repository::clone(url, into).map_err(|e| e.message().to_owned())
-    })
 }
 
 /// A state folder holding `key` as its `git-ssh-key`, and a config using it with the
@@ -283,8 +184,14 @@ fn push_and_fetch_over_ssh_with_the_state_folder_key() {
     assert!(root.join("cloud/Dashboard.md").exists(), "seed checked out");
     let local = clone(&url, &root.join("local"), &config).expect("second clone");
 
-    commit_file(&cloud, "Updates/note.md", "from the cloud\n", "cloud note");
-    transport::with_config(&config, || push_main(&cloud)).expect("push over ssh");
+    commit_and_push(
+        &cloud,
+        &config,
+        "Updates/note.md",
+        "from the cloud\n",
+        "cloud note",
+    )
+    .expect("push over ssh");
     assert_eq!(
         git(&bare, &["log", "-1", "--format=%s", "main"]),
         "cloud note",
@@ -313,8 +220,8 @@ fn scp_like_url_and_a_path_that_needs_quoting() {
 
     let repo = clone(&url, &root.join("work"), &config)
         .unwrap_or_else(|e| panic!("clone over scp-like ssh: {e}\nsshd: {}", sshd.log_text()));
-    commit_file(&repo, "Done/t.md", "done\n", "quoted path works");
-    transport::with_config(&config, || push_main(&repo)).expect("push over ssh");
+    commit_and_push(&repo, &config, "Done/t.md", "done\n", "quoted path works")
+        .expect("push over ssh");
     assert_eq!(
         git(&bare, &["log", "-1", "--format=%s", "main"]),
         "quoted path works"
