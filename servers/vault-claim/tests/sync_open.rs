@@ -304,3 +304,39 @@ async fn sync_loop_syncs_until_shutdown() {
     assert!(dash.contains("## Counts"));
     let _ = bare_remote;
 }
+
+/// A clone a crash cut off (its mark still in `.git/`, `main` never set, files cut short)
+/// is cleared and cloned again when the replica opens, from the remote it was cloning even
+/// when none is given: nothing cut short is committed, and the remote stays as it was.
+#[test]
+fn sync_open_redoes_an_unfinished_clone() {
+    let net = Net::new();
+    let first = net.replica("first", Zone::Local);
+    let ids = seed_tasks(&first, 3);
+    let before = net.remote_files();
+    let remote_head = net.remote_head();
+
+    // What the crash left: the repository with its remote, the mark, cut files, no `main`.
+    let dir = net.vault("second");
+    let mut init = git2::RepositoryInitOptions::new();
+    init.initial_head("main");
+    let repo = Repository::init_opts(&dir, &init).expect("init");
+    repo.remote("origin", &net.url()).expect("origin");
+    fs::write(dir.join(".git/aie-clone-incomplete"), "").expect("mark");
+    let task = format!("Needs_Action/email/{}.md", ids[0]);
+    fs::create_dir_all(dir.join("Needs_Action/email")).expect("folder");
+    let whole = &before[&task];
+    fs::write(dir.join(&task), &whole[..whole.len() / 2]).expect("cut task");
+    fs::write(dir.join("README.md"), "").expect("empty readme");
+    drop(repo);
+
+    let second =
+        Replica::open(&dir, None, agent("second"), Zone::Cloud).expect("open the cut clone");
+    assert!(!dir.join(".git/aie-clone-incomplete").exists(), "the mark stayed");
+    assert_eq!(&fs::read(dir.join(&task)).expect("task"), whole);
+    assert_eq!(second.remote_url().as_deref(), Some(net.url().as_str()));
+    let report = second.sync().expect("sync");
+    assert_eq!(report.pushed, 0, "{report:?}");
+    assert_eq!(net.remote_head(), remote_head, "the remote moved");
+    assert_eq!(net.remote_files(), before);
+}

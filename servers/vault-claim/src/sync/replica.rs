@@ -37,7 +37,8 @@ mod setup;
 #[cfg(test)]
 mod tests;
 use setup::{
-    DirState, check_branch, checked_kind, clone_into, configured_url, init_repo, probe, set_origin,
+    DirState, check_branch, checked_kind, clear_dir, clone_into, configured_url, init_repo, probe,
+    set_origin, unfinished_clone,
 };
 
 /// How many times a push refused by a moving remote is retried (each after a fetch and a
@@ -107,6 +108,14 @@ impl Replica {
         zone: Zone,
     ) -> Result<Self, SyncError> {
         let root = vault_dir.as_ref().to_path_buf();
+        // A clone a crash cut off holds nothing of this replica's: start it over, from the
+        // remote it was cloning unless another is given.
+        let resumed = unfinished_clone(&root);
+        if let Some(url) = &resumed {
+            tracing::warn!(vault = %root.display(), url, "a clone did not finish; cloning again");
+            clear_dir(&root)?;
+        }
+        let remote_url = remote_url.or(resumed.as_deref().filter(|url| !url.is_empty()));
         let remote = match remote_url {
             Some(url) => Some((url.to_owned(), checked_kind(url)?)),
             None => None,

@@ -127,6 +127,7 @@ pub(super) fn clone_into(
     let attempt = || -> Result<Repository, SyncError> {
         let repo = init_repo(root)?;
         set_origin(&repo, url, root)?;
+        mark_cloning(&repo).map_err(SyncError::io(&repo.path().join(CLONING)))?;
         if remote_has_main {
             repo::fetch(&repo).map_err(|reason| SyncError::RemoteUnreachable {
                 url: url.to_owned(),
@@ -153,6 +154,8 @@ pub(super) fn clone_into(
             repo.reference(BRANCH, tip, true, "aie: clone")
                 .map_err(gitx("clone"))?;
         }
+        fs::remove_file(repo.path().join(CLONING))
+            .map_err(SyncError::io(&repo.path().join(CLONING)))?;
         Ok(repo)
     };
     attempt().inspect_err(|_| {
@@ -169,4 +172,42 @@ pub(super) fn clone_into(
             }
         }
     })
+}
+
+/// Marks a clone in progress in the new repository's `.git/`, removed once `main` is set.
+/// libgit2 writes the checked-out files in place, so a clone a crash cut off can leave
+/// files cut short; a vault found with the mark is cleared and cloned again
+/// ([`unfinished_clone`]).
+const CLONING: &str = "aie-clone-incomplete";
+
+/// Writes the clone mark, durably.
+fn mark_cloning(repo: &Repository) -> io::Result<()> {
+    fs::File::create(repo.path().join(CLONING))?.sync_all()?;
+    fs::File::open(repo.path())?.sync_all()
+}
+
+/// When `root` holds a clone that did not finish: the URL it was cloning from. Its files
+/// may be cut short and `main` was never set, so nothing in it is this replica's work.
+pub(super) fn unfinished_clone(root: &Path) -> Option<String> {
+    if !root.join(".git").join(CLONING).exists() {
+        return None;
+    }
+    Repository::open(root)
+        .ok()
+        .and_then(|repo| configured_url(&repo))
+        .or_else(|| Some(String::new()))
+}
+
+/// Empties `root` (an unfinished clone), leaving the folder itself.
+pub(super) fn clear_dir(root: &Path) -> Result<(), SyncError> {
+    for entry in fs::read_dir(root).map_err(SyncError::io(root))? {
+        let path = entry.map_err(SyncError::io(root))?.path();
+        let removed = if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(SyncError::io(&path))?;
+    }
+    Ok(())
 }
