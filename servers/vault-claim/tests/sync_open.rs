@@ -332,7 +332,10 @@ fn sync_open_redoes_an_unfinished_clone() {
 
     let second =
         Replica::open(&dir, None, agent("second"), Zone::Cloud).expect("open the cut clone");
-    assert!(!dir.join(".git/aie-clone-incomplete").exists(), "the mark stayed");
+    assert!(
+        !dir.join(".git/aie-clone-incomplete").exists(),
+        "the mark stayed"
+    );
     assert_eq!(&fs::read(dir.join(&task)).expect("task"), whole);
     assert_eq!(second.remote_url().as_deref(), Some(net.url().as_str()));
     let report = second.sync().expect("sync");

@@ -132,8 +132,8 @@ impl Replica {
     ) -> Result<(), SyncError> {
         let root = self.vault.root();
         let repo = &git.repo;
-        let io = |e| SyncError::io(&repo.path().join(JOURNAL))(e);
-        let Some(journal) = CheckoutJournal::read(repo).map_err(io)? else {
+        let journal_error = |e| SyncError::io(&repo.path().join(JOURNAL))(e);
+        let Some(journal) = CheckoutJournal::read(repo).map_err(journal_error)? else {
             return Ok(());
         };
         let gitx = |action| SyncError::git(action, root);
@@ -149,12 +149,12 @@ impl Replica {
             let mut index = repo.index().map_err(gitx("index"))?;
             index.read_tree(&tree).map_err(gitx("index"))?;
             index.write().map_err(gitx("index write"))?;
-            return CheckoutJournal::end(repo).map_err(io);
+            return CheckoutJournal::end(repo).map_err(journal_error);
         }
         if head != from {
             // `main` moved elsewhere since (by hand): the journal no longer describes it.
             tracing::warn!(journal = ?journal, "stale checkout journal dropped");
-            return CheckoutJournal::end(repo).map_err(io);
+            return CheckoutJournal::end(repo).map_err(journal_error);
         }
         let old_tree = match from {
             Some(commit) => repo.find_commit(commit).and_then(|c| c.tree()),
@@ -201,7 +201,7 @@ impl Replica {
         index.read_tree(&old_tree).map_err(gitx("index"))?;
         index.write().map_err(gitx("index write"))?;
         (self.flush)(&self.vault)?;
-        CheckoutJournal::end(repo).map_err(io)?;
+        CheckoutJournal::end(repo).map_err(journal_error)?;
         let mut line = format!(
             "a sync was interrupted while writing {} file(s); they are back as this replica's \
              last commit records them, and the next sync brings the newer versions",

@@ -183,9 +183,9 @@ fn sync_flushes_before_main_moves() {
 }
 
 /// Two replicas of one remote holding task `t0`: alpha changed its body and pushed; beta
-/// fetched that commit and is about to check it out, its journal written, when "the crash"
-/// leaves `t0` holding `left` (`None`: gone). Returns the folder, beta's old and new
-/// versions of the file, and the two commits.
+/// fetched that commit and was checking it out, its journal written, when "the crash" left
+/// `t0` as [`Interrupted::new`]'s `left` says. Keeps the folder, beta's old and new versions
+/// of the file, and the two commits.
 struct Interrupted {
     dir: tempfile::TempDir,
     remote: std::path::PathBuf,
@@ -195,9 +195,11 @@ struct Interrupted {
     to: Oid,
 }
 
+/// The task file the interrupted checkout was writing.
 const T0: &str = "Needs_Action/email/t0.md";
 
 impl Interrupted {
+    /// Sets the scene; `left(old, new)` is what the crash left in `t0` (`None`: nothing).
     fn new(left: impl FnOnce(&[u8], &[u8]) -> Option<Vec<u8>>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let remote = dir.path().join("remote.git");
@@ -250,10 +252,12 @@ impl Interrupted {
         replica(self.dir.path(), &self.remote, "beta")
     }
 
+    /// Beta's `t0` now.
     fn beta_file(&self) -> Vec<u8> {
         fs::read(self.dir.path().join("beta").join(T0)).expect("beta's t0")
     }
 
+    /// Whether beta's checkout journal is still there.
     fn journal_left(&self) -> bool {
         self.dir.path().join("beta/.git/aie-checkout.json").exists()
     }
