@@ -16,7 +16,7 @@ use aie_shared::vault::AgentName;
 use chrono::TimeDelta;
 use url::Url;
 
-use crate::triage::{Priority, TriageRule, TriageRules};
+use crate::triage::TriageRules;
 
 /// Largest message intake reads whole, in bytes (25 MiB, what most providers accept).
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 25 * 1024 * 1024;
@@ -111,22 +111,7 @@ impl EmailConfig {
             .vip_domains
             .extend(file.vip_domains.iter().cloned());
         self.rules.builtin = file.builtin_rules;
-        for rule in &file.rules {
-            self.rules.rules.push(TriageRule {
-                name: rule.name.clone(),
-                from: rule.from.clone(),
-                domain: rule.domain.clone(),
-                keywords: rule.keywords.clone(),
-                header: rule.header.clone(),
-                category: rule.category.clone(),
-                priority: rule.priority.map(|p| match p {
-                    aie_shared::config::Priority::Low => Priority::Low,
-                    aie_shared::config::Priority::Normal => Priority::Normal,
-                    aie_shared::config::Priority::High => Priority::High,
-                    aie_shared::config::Priority::Urgent => Priority::Urgent,
-                }),
-            });
-        }
+        self.rules.rules.extend(file.rules.iter().cloned());
         Ok(())
     }
 

@@ -6,37 +6,9 @@
 //! ones. For each of category and priority, the first rule that fires and sets it wins;
 //! later rules still leave their reason, marked as kept from an earlier rule.
 
-use std::fmt;
-
+pub use aie_shared::config::{Priority, TriageRule};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-/// How urgent a mail is.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Priority {
-    /// Whenever convenient.
-    Low,
-    /// The usual.
-    Normal,
-    /// Before normal mail.
-    High,
-    /// Now.
-    Urgent,
-}
-
-impl fmt::Display for Priority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Priority::Low => "low",
-            Priority::Normal => "normal",
-            Priority::High => "high",
-            Priority::Urgent => "urgent",
-        })
-    }
-}
 
 /// The category of a mail no rule put anywhere.
 pub const DEFAULT_CATEGORY: &str = "other";
@@ -51,25 +23,6 @@ pub const NOTABLE_HEADERS: &[&str] = &[
     "x-spam-flag",
     "x-spam-status",
 ];
-
-/// One rule: every matcher given must match; then it sets what it names.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TriageRule {
-    /// Named in the reasons (`rule <name> matched ...`).
-    pub name: String,
-    /// The sender's exact address (case-insensitive).
-    pub from: Option<String>,
-    /// The sender's domain or a subdomain of it (case-insensitive).
-    pub domain: Option<String>,
-    /// Any of these words or phrases in the subject or body (case-insensitive, whole words).
-    pub keywords: Vec<String>,
-    /// One of [`NOTABLE_HEADERS`] present, optionally containing text: `name` or `name: text`.
-    pub header: Option<String>,
-    /// Category set (`invoice`, `lead`, `support`, `newsletter`, `spam`, or the owner's own).
-    pub category: Option<String>,
-    /// Priority set.
-    pub priority: Option<Priority>,
-}
 
 /// The owner's rules and whether the built-in ones follow them.
 #[derive(Debug, Clone, PartialEq, Eq)]

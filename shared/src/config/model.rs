@@ -425,8 +425,20 @@ pub enum Priority {
     Urgent,
 }
 
-/// A triage rule: all its matchers must match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        })
+    }
+}
+
+/// A triage rule: all its matchers must match. The owner's rules come from `[email]` in the
+/// config; email-draft's built-in rules are written the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TriageRule {
     /// Its name in triage reasons.
     pub name: String,
