@@ -312,6 +312,7 @@ impl fmt::Debug for SmtpUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::triage::Priority;
 
     /// The three URL forms map to plain, STARTTLS and TLS with the usual default ports.
     #[test]
@@ -342,5 +343,39 @@ mod tests {
         assert!(!url.to_string().contains("s3cret"), "{url}");
         assert!(!format!("{url:?}").contains("s3cret"));
         assert_eq!(url.server_name(), "smtp://mail.example.com:587");
+    }
+
+    /// The owner's VIP lists and rules from the config file's `[email]` reach triage as
+    /// written, in order, before the built-in rules.
+    #[test]
+    fn config_file_rules_reach_triage() {
+        let text = r#"
+[email]
+vip_domains = ["bigclient.example"]
+[[email.rules]]
+name = "press"
+keywords = ["press inquiry"]
+category = "press"
+priority = "urgent"
+"#;
+        let file = aie_shared::config::parse(text, Path::new("/etc/aie/aie.toml")).expect("config");
+        let agent = AgentName::new("cloud").expect("agent");
+        let mut config = EmailConfig::new(agent, "/tmp/state");
+        config.apply_file(&file.email).expect("apply");
+        let triage = |from: &str, subject: &str| {
+            config.rules.apply(&crate::triage::TriageInput {
+                from,
+                subject,
+                body: "Hello.",
+                headers: Vec::new(),
+            })
+        };
+        let press = triage("reporter@news.example", "A press inquiry about your shop");
+        assert_eq!(press.category, "press");
+        assert_eq!(press.priority, Priority::Urgent);
+        assert!(press.reasons[0].contains("press"), "{:?}", press.reasons);
+        let vip = triage("ceo@bigclient.example", "Lunch?");
+        assert_eq!(vip.priority, Priority::High, "{:?}", vip.reasons);
+        assert_eq!(Priority::Urgent.to_string(), "urgent");
     }
 }
