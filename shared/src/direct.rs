@@ -181,15 +181,16 @@ struct SessionParams {
     meta: Option<JsonObject>,
 }
 
-/// Answers the request directly if it qualifies (see the module's documentation), with
-/// the labels to meter it by; `None` hands it to rmcp untouched.
+/// Answers the request directly if it qualifies (see the module's documentation); `None`
+/// hands it to rmcp untouched. `labels` gets the call's method and tool as soon as the call
+/// starts, so even a call whose request goes away is metered by them.
 pub(crate) async fn answer(
     handler: &Arc<dyn DirectCalls>,
     sessions: &Sessions,
     parts: &Parts,
     body: &Bytes,
     labels: &mut CallLabels,
-) -> Option<(Response, CallLabels)> {
+) -> Option<Response> {
     let headers = &parts.headers;
     let version = only(headers, "mcp-protocol-version")?;
     if !plain_json_request(headers) {
@@ -210,7 +211,7 @@ async fn stateless(
     parts: &Parts,
     body: &Bytes,
     labels: &mut CallLabels,
-) -> Option<(Response, CallLabels)> {
+) -> Option<Response> {
     let headers = &parts.headers;
     if only(headers, "mcp-method")? != "tools/call"
         || headers.keys().any(|k| k.as_str().starts_with("mcp-param-"))
@@ -236,7 +237,7 @@ async fn stateless(
     let tool = call.params.name;
     *labels = call_labels(&tool);
     let outcome = run_detached(handler, &tool, call.params.arguments, parts).await;
-    Some(answered(outcome, call.id, tool, Era::Stateless))
+    Some(respond(outcome, call.id, Era::Stateless))
 }
 
 /// A call in a 2025-06-18 or 2025-11-25 session.
@@ -246,7 +247,7 @@ async fn in_session(
     parts: &Parts,
     body: &Bytes,
     labels: &mut CallLabels,
-) -> Option<(Response, CallLabels)> {
+) -> Option<Response> {
     let session = only(&parts.headers, "mcp-session-id")?;
     let call: SessionCall = serde_json::from_slice(body).ok()?;
     let only_progress = |meta: &JsonObject| meta.keys().all(|k| k == "progressToken");
@@ -261,7 +262,7 @@ async fn in_session(
     let tool = call.params.name;
     *labels = call_labels(&tool);
     let outcome = run_detached(handler, &tool, call.params.arguments, parts).await;
-    Some(answered(outcome, call.id, tool, Era::Session))
+    Some(respond(outcome, call.id, Era::Session))
 }
 
 /// Runs the call in a task of its own and waits for it. A call, once started, runs to its
@@ -333,16 +334,6 @@ fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
 enum Era {
     Stateless,
     Session,
-}
-
-/// The answer to a `tools/call` of `tool`, and the labels to meter it by.
-fn answered(
-    outcome: Result<CallToolResult, ErrorData>,
-    id: RequestId,
-    tool: String,
-    era: Era,
-) -> (Response, CallLabels) {
-    (respond(outcome, id, era), call_labels(&tool))
 }
 
 /// The labels of a `tools/call` of `tool`.

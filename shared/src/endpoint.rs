@@ -154,7 +154,7 @@ where
             return metered(refusal.mark(response), &ep.metrics, unlabelled(), started);
         }
     };
-    if let Some((response, labels)) = direct::answer(
+    if let Some(response) = direct::answer(
         &ep.direct,
         &ep.sessions,
         &parts,
@@ -163,8 +163,8 @@ where
     )
     .await
     {
-        ep.metrics.direct_call(&labels);
-        return metered(response, &ep.metrics, labels, started);
+        ep.metrics.direct_call(&pending.labels);
+        return metered(response, &ep.metrics, pending.labels.clone(), started);
     }
     let message: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,

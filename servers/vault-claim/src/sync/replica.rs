@@ -111,11 +111,11 @@ impl Replica {
         // A clone a crash cut off holds nothing of this replica's: start it over, from the
         // remote it was cloning unless another is given.
         let resumed = unfinished_clone(&root);
-        if let Some(url) = &resumed {
-            tracing::warn!(vault = %root.display(), url, "a clone did not finish; cloning again");
+        if let Some(from) = &resumed {
+            tracing::warn!(vault = %root.display(), url = ?from.url, "a clone did not finish; cloning again");
             clear_dir(&root)?;
         }
-        let remote_url = remote_url.or(resumed.as_deref().filter(|url| !url.is_empty()));
+        let remote_url = remote_url.or(resumed.as_ref().and_then(|from| from.url.as_deref()));
         let remote = match remote_url {
             Some(url) => Some((url.to_owned(), checked_kind(url)?)),
             None => None,
@@ -248,9 +248,7 @@ impl Replica {
     /// the claim is [`ClaimOutcome::Pending`] until a sync confirms it or reports it lost.
     pub fn claim(&self, id: &TaskId) -> Result<ClaimOutcome, SyncError> {
         let mut git = self.lock();
-        let mut earlier = SyncReport::default();
-        self.finish_interrupted_checkout(&mut git, &mut earlier)?;
-        self.carry_over(&mut git, earlier, None);
+        self.finish_checkout_for_next_sync(&mut git)?;
         let claim = match self.vault.claim(id, &self.agent) {
             Ok(claim) => claim,
             Err(VaultError::AlreadyClaimed { owner, .. }) => {
@@ -339,9 +337,7 @@ impl Replica {
     /// for anyone's claim. Only a claim whose lease ran out (or that has none) is released.
     pub fn release_stale(&self, id: &TaskId) -> Result<Released, SyncError> {
         let mut git = self.lock();
-        let mut earlier = SyncReport::default();
-        self.finish_interrupted_checkout(&mut git, &mut earlier)?;
-        self.carry_over(&mut git, earlier, None);
+        self.finish_checkout_for_next_sync(&mut git)?;
         let stored = self.vault.read_task(id)?;
         let Some(owner) = stored.holder.clone() else {
             return Err(SyncError::NotClaimed {
@@ -461,6 +457,15 @@ impl Replica {
                 git.last_sync = Some(Utc::now());
             }
         }
+    }
+
+    /// Undoes an interrupted checkout before an operation that commits on its own (a claim,
+    /// a stale release); what that settled is told by the next sync.
+    fn finish_checkout_for_next_sync(&self, git: &mut Git) -> Result<(), SyncError> {
+        let mut settled = SyncReport::default();
+        self.finish_interrupted_checkout(git, &mut settled)?;
+        self.carry_over(git, settled, None);
+        Ok(())
     }
 
     /// Keeps what a claim's or release's merges settled (conflicts, other lost claims) for

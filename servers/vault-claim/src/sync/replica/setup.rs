@@ -186,16 +186,22 @@ fn mark_cloning(repo: &Repository) -> io::Result<()> {
     fs::File::open(repo.path())?.sync_all()
 }
 
-/// When `root` holds a clone that did not finish: the URL it was cloning from. Its files
-/// may be cut short and `main` was never set, so nothing in it is this replica's work.
-pub(super) fn unfinished_clone(root: &Path) -> Option<String> {
+/// A clone that did not finish: its files may be cut short and `main` was never set, so
+/// nothing in it is this replica's work.
+pub(super) struct UnfinishedClone {
+    /// The remote it was cloning from, if its configuration says.
+    pub(super) url: Option<String>,
+}
+
+/// The clone `root` holds, when it did not finish.
+pub(super) fn unfinished_clone(root: &Path) -> Option<UnfinishedClone> {
     if !root.join(".git").join(CLONING).exists() {
         return None;
     }
-    Repository::open(root)
+    let url = Repository::open(root)
         .ok()
-        .and_then(|repo| configured_url(&repo))
-        .or_else(|| Some(String::new()))
+        .and_then(|repo| configured_url(&repo));
+    Some(UnfinishedClone { url })
 }
 
 /// Empties `root` (an unfinished clone), leaving the folder itself.
