@@ -370,6 +370,10 @@ async fn start_with_shutdown(settings: Settings, stop: CancellationToken) -> any
         })?
     };
     let replica = Arc::new(replica);
+    // What the sync refuses from the remote is recorded in this agent's audit log.
+    let audit = aie_shared::audit::AuditLog::open(replica.vault(), &state, agent.clone())
+        .context("opening the audit log")?;
+    replica.set_audit(audit);
 
     let email = EmailDraft::new(
         replica.vault().clone(),

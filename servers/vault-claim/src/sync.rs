@@ -25,6 +25,7 @@ mod dashboard;
 mod error;
 pub use error::SyncError;
 
+mod incoming;
 mod merge;
 mod paths;
 
@@ -35,10 +36,12 @@ mod repo;
 
 pub mod report;
 pub use report::{
-    Blocked, ClaimOutcome, FolderCounts, LostClaim, Released, ReplicaStatus, SyncReport, Zone,
+    Blocked, ClaimOutcome, FolderCounts, LostClaim, Refused, Released, ReplicaStatus, SyncReport,
+    Zone,
 };
 
 pub mod secrets;
 pub use secrets::{secret_content_reason, secret_name_reason};
 
 mod stage;
+mod writers;

@@ -20,9 +20,9 @@ fn names_in(net: &Net, folder: &str, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// `Dashboard.md` has one writer, the local zone: when both zones changed it, the cloud's
-/// edit is dropped and reported, and the cloud replica ends with the local version. The
-/// cloud cannot rebuild it at all.
+/// `Dashboard.md` has one writer, the local zone: the cloud's edit never takes effect on
+/// local (it is refused and reported), and the cloud replica ends with the local version.
+/// The cloud cannot rebuild it at all.
 #[test]
 fn sync_rule_dashboard_cloud_edit_dropped() {
     let net = Net::new();
@@ -41,11 +41,10 @@ fn sync_rule_dashboard_cloud_edit_dropped() {
     let report = owner.sync().expect("owner sync");
     assert!(
         report
-            .conflicts
+            .refused
             .iter()
-            .any(|c| c.starts_with("Dashboard.md") && c.contains("dropped")),
-        "{:?}",
-        report.conflicts
+            .any(|r| r.path == "Dashboard.md" && r.reason.contains("only the local zone")),
+        "{report:?}"
     );
     settle(&[&owner, &cloud], 3);
     let local_text = fs::read_to_string(owner.vault().root().join("Dashboard.md")).expect("dash");

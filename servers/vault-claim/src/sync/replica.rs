@@ -12,11 +12,15 @@
 use std::{
     collections::BTreeSet,
     path::Path,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Duration,
 };
 
-use aie_shared::vault::{AgentName, TaskId, Vault, VaultError, layout::IN_PROGRESS};
+use aie_shared::{
+    audit::{AuditLog, ToolCall},
+    policy::EffectClass,
+    vault::{AgentName, TaskId, Vault, VaultError, layout::IN_PROGRESS},
+};
 use chrono::{DateTime, TimeDelta, Utc};
 use git2::Repository;
 
@@ -24,7 +28,7 @@ use super::{
     SyncError, dashboard,
     paths::claim_paths,
     repo::{BRANCH, TRACKING, ref_target},
-    report::{Blocked, ClaimOutcome, Released, ReplicaStatus, SyncReport, Zone},
+    report::{Blocked, ClaimOutcome, Refused, Released, ReplicaStatus, SyncReport, Zone},
     stage::stage_paths,
 };
 
@@ -62,6 +66,8 @@ pub struct Replica {
     /// Makes the vault durable before `main` moves ([`Vault::flush`]); a field so tests can
     /// watch when it runs.
     flush: fn(&Vault) -> Result<(), VaultError>,
+    /// Where syncs record what they refused from the remote, once attached.
+    audit: OnceLock<AuditLog>,
 }
 
 /// The repository and what the replica remembers between syncs.
@@ -74,6 +80,10 @@ struct Git {
     last_error: Option<String>,
     /// Files held back at the last full commit.
     blocked: Vec<Blocked>,
+    /// What the remote brought that this replica last refused, and when.
+    refused: Vec<Refused>,
+    /// When something from the remote was last refused.
+    last_refused_at: Option<DateTime<Utc>>,
     /// Claims committed locally and not yet seen on the remote.
     pending: BTreeSet<TaskId>,
     /// What merges made during claims and releases settled, handed out with the next sync
@@ -133,6 +143,7 @@ impl Replica {
         {
             remote_has_main = probe(&root, url, kind)?.is_some();
         }
+        let mut cloned_refused = Vec::new();
         let (repo, first_sync) = match (layout, existing, &remote) {
             (DirState::Git, Some(repo), _) => {
                 check_branch(&repo, &root)?;
@@ -142,7 +153,9 @@ impl Replica {
                 (repo, false)
             }
             (DirState::Missing | DirState::Empty, _, Some((url, _))) => {
-                let repo = clone_into(&root, url, remote_has_main, layout == DirState::Missing)?;
+                let (repo, refused) =
+                    clone_into(&root, url, remote_has_main, layout == DirState::Missing)?;
+                cloned_refused = refused;
                 // An empty remote gets the new layout right away.
                 (repo, !remote_has_main)
             }
@@ -166,11 +179,20 @@ impl Replica {
                 last_sync: None,
                 last_error: None,
                 blocked: Vec::new(),
+                refused: Vec::new(),
+                last_refused_at: None,
                 pending: BTreeSet::new(),
                 carry: SyncReport::default(),
             }),
             flush: Vault::flush,
+            audit: OnceLock::new(),
         };
+        if !cloned_refused.is_empty() {
+            let mut git = replica.lock();
+            git.last_refused_at = Some(Utc::now());
+            git.refused.clone_from(&cloned_refused);
+            git.carry.refused = cloned_refused;
+        }
         if first_sync {
             // Commit and push the new or adopted vault. Failing here is not fatal: the
             // remote was reachable a moment ago, and the next sync tries again.
@@ -179,7 +201,7 @@ impl Replica {
             }
         } else {
             let mut git = replica.lock();
-            let mut report = SyncReport::default();
+            let mut report = std::mem::take(&mut git.carry);
             replica.commit_all(&mut git, &mut report, "local changes")?;
             // What opening settled (an interrupted checkout undone) is told by the next sync.
             git.carry = report;
@@ -238,7 +260,41 @@ impl Replica {
             .and_then(|()| self.exchange(&mut git, &mut report, true, None))
             .and_then(|()| self.settle_pending(&mut git, &mut report));
         self.record(&mut git, &report, result.as_ref().err());
+        self.audit_refused(&report);
         result.map(|()| report)
+    }
+
+    /// Attaches the audit log that syncs record refusals in (`specs/sync.md`, "What a replica
+    /// accepts from the remote"); the first one attached stays.
+    pub fn set_audit(&self, log: AuditLog) {
+        let _ = self.audit.set(log);
+    }
+
+    /// One audit record naming what a sync refused from the remote, if anything.
+    fn audit_refused(&self, report: &SyncReport) {
+        let Some(log) = self.audit.get() else {
+            return;
+        };
+        if report.refused.is_empty() {
+            return;
+        }
+        let names: Vec<String> = report
+            .refused
+            .iter()
+            .map(|r| format!("{}: {}", r.path, r.reason))
+            .collect();
+        let call = ToolCall::new(
+            self.zone,
+            "sync",
+            "",
+            "vault_sync",
+            EffectClass::Draft,
+            &serde_json::Value::Null,
+        )
+        .reason(format!("refused from the remote: {}", names.join("; ")));
+        if let Err(e) = log.append(call) {
+            tracing::error!(agent = %self.agent, error = %e, "cannot audit what the sync refused");
+        }
     }
 
     /// Claims a task for this replica's agent across replicas: the claim-by-move, a commit,
@@ -406,6 +462,8 @@ impl Replica {
             last_sync: git.last_sync,
             last_error: git.last_error.clone(),
             blocked: git.blocked.clone(),
+            refused: git.refused.clone(),
+            last_refused_at: git.last_refused_at,
             pending_claims: git.pending.iter().cloned().collect(),
             counts: dashboard::count_folders(root),
             conflicts: dashboard::conflict_files(root),
@@ -436,6 +494,7 @@ impl Replica {
             }
             report.confirmed_claims.extend(again.confirmed_claims);
             report.blocked = again.blocked;
+            report.refused.extend(again.refused);
             report.offline = again.offline;
         }
         Ok(report)
@@ -472,6 +531,7 @@ impl Replica {
     /// the next sync report; the claimed task's own loss is answered by the claim itself.
     fn carry_over(&self, git: &mut Git, report: SyncReport, answered: Option<&TaskId>) {
         git.carry.conflicts.extend(report.conflicts);
+        git.carry.refused.extend(report.refused);
         for lost in report.lost_claims {
             if Some(&lost.task_id) != answered {
                 git.carry.lose(lost);

@@ -18,6 +18,18 @@ pub struct Blocked {
     pub reason: String,
 }
 
+/// Something the remote brought that this replica did not take: an entry that is no plain
+/// file or folder, an unsafe name, a file over the size limit, or a change to a path this
+/// replica writes alone. It never reaches the working tree; the rest of the sync goes on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+pub struct Refused {
+    /// The path as the remote's tree names it, relative to the vault root (bytes that are
+    /// not UTF-8 shown as U+FFFD).
+    pub path: String,
+    /// Why it was not taken.
+    pub reason: String,
+}
+
 /// A claim this replica's agent made that another replica's change overrode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct LostClaim {
@@ -45,6 +57,8 @@ pub struct SyncReport {
     pub confirmed_claims: Vec<TaskId>,
     /// Files left out of the commit because they look like secrets.
     pub blocked: Vec<Blocked>,
+    /// What the remote brought that this replica did not take (see [`Refused`]).
+    pub refused: Vec<Refused>,
     /// Why the remote could not be reached; local commits wait for the next sync.
     pub offline: Option<String>,
 }
@@ -154,6 +168,10 @@ pub struct ReplicaStatus {
     pub last_error: Option<String>,
     /// Files held back as secrets at the last commit.
     pub blocked: Vec<Blocked>,
+    /// What the remote brought that the last merge of it did not take, with when that was.
+    pub refused: Vec<Refused>,
+    /// When the remote last brought something this replica refused.
+    pub last_refused_at: Option<DateTime<Utc>>,
     /// Claims committed locally and not yet confirmed on the remote.
     pub pending_claims: Vec<TaskId>,
     /// Files per folder.

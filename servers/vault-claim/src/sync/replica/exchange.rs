@@ -22,14 +22,14 @@ use super::{
     setup::configured_url,
 };
 use crate::sync::{
-    SyncError,
+    SyncError, incoming,
     merge::{MergeContext, conflict_copy_name, merge},
     paths::{State, classify},
     repo::{
         self, BRANCH, FlattenError, PushError, TRACKING, files_of, ref_target, signature,
         write_files,
     },
-    report::{LostClaim, SyncReport},
+    report::{LostClaim, Refused, SyncReport},
     secrets::secret_name_reason,
     stage::{stage_changes, working_changes},
 };
@@ -185,6 +185,12 @@ impl Replica {
 
     /// Brings the fetched remote `main` into local `main`: nothing, a fast-forward, or the
     /// semantic merge and a merge commit. The result is checked out.
+    ///
+    /// The remote's tree is checked first ([`incoming`]): what this replica does not take
+    /// (links, unsafe names, oversized files, changes to the paths it writes alone) is
+    /// undone in what it merges, reported in `refused`, and the result is a merge commit even
+    /// where a fast-forward would do, so the next push takes the refused entries off the
+    /// remote's tip.
     fn integrate(
         &self,
         git: &mut Git,
@@ -198,9 +204,25 @@ impl Replica {
         let Some(remote) = ref_target(repo, TRACKING) else {
             return Ok(()); // The remote has no commits yet.
         };
+        let tree_of = |commit: Oid| repo.find_commit(commit).and_then(|c| c.tree());
+        let remote_tree = tree_of(remote).map_err(gitx("read tree"))?;
         let Some(local) = ref_target(repo, BRANCH) else {
+            // Nothing here yet: the remote's tree is all there is, checked whole.
             report.pulled += count_commits(repo, remote, root)?;
-            return self.check_out(git, remote, report);
+            let refused = incoming::check_tree(repo, None, &remote_tree);
+            if refused.is_empty() {
+                return self.check_out(git, remote, report);
+            }
+            let files = incoming::plain_files(repo, &remote_tree);
+            let commit = self.commit_accepted(repo, &files, &[remote], url, &refused)?;
+            note_refused(
+                &self.agent,
+                &mut git.refused,
+                &mut git.last_refused_at,
+                report,
+                refused,
+            );
+            return self.check_out(git, commit, report);
         };
         if local == remote {
             return Ok(());
@@ -225,7 +247,16 @@ impl Replica {
             .graph_ahead_behind(local, remote)
             .map_err(gitx("ahead-behind"))?;
         report.pulled += behind;
-        if base == Some(local) {
+        let base_tree = base.map(tree_of).transpose().map_err(gitx("read tree"))?;
+        let mut refused = incoming::check_tree(repo, base_tree.as_ref(), &remote_tree);
+        let clean = refused.is_empty()
+            && !incoming::touches_own_paths(
+                base_tree.as_ref(),
+                &remote_tree,
+                self.zone,
+                &self.agent,
+            );
+        if clean && base == Some(local) {
             // Only the remote moved on: fast-forward, noting claims of ours it ended.
             for lost in lost_in_fast_forward(repo, local, remote, &self.agent)? {
                 report.lose(lost);
@@ -233,14 +264,22 @@ impl Replica {
             return self.check_out(git, remote, report);
         }
         let flat = |commit| flat_files(repo, commit, url, root);
+        let base_files = flat(base)?;
+        let remote_files = if clean {
+            flat(Some(remote))?
+        } else {
+            let plain = incoming::plain_files(repo, &remote_tree);
+            incoming::accepted(&base_files, plain, self.zone, &self.agent, &mut refused)
+        };
         let cx = MergeContext {
             repo,
             agent: &self.agent,
             zone: self.zone,
             now: Utc::now(),
         };
-        let merged = merge(&cx, &flat(base)?, &flat(Some(local))?, &flat(Some(remote))?)
-            .map_err(gitx("merge"))?;
+        let mut merged =
+            merge(&cx, &base_files, &flat(Some(local))?, &remote_files).map_err(gitx("merge"))?;
+        incoming::keep_plain(&mut merged.files, &mut refused);
         let tree = write_files(repo, &merged.files).map_err(gitx("merge"))?;
         let tree = repo.find_tree(tree).map_err(gitx("merge"))?;
         let parents = [
@@ -258,6 +297,9 @@ impl Replica {
                 .map_or("nobody".to_owned(), ToString::to_string);
             message.push_str(&format!("\n\nlost claim: {} (now {owner})", lost.task_id));
         }
+        for r in &refused {
+            message.push_str(&format!("\n\nrefused: {}: {}", r.path, r.reason));
+        }
         let sig = signature(self.agent.as_str()).map_err(gitx("merge"))?;
         let commit = repo
             .commit(
@@ -273,7 +315,48 @@ impl Replica {
         for lost in merged.lost_claims {
             report.lose(lost);
         }
+        note_refused(
+            &self.agent,
+            &mut git.refused,
+            &mut git.last_refused_at,
+            report,
+            refused,
+        );
         self.check_out(git, commit, report)
+    }
+
+    /// Commits `files` on top of `parents` with the refusals in its message: what this
+    /// replica took of a remote tree it could not take whole.
+    fn commit_accepted(
+        &self,
+        repo: &Repository,
+        files: &repo::Files,
+        parents: &[Oid],
+        url: &str,
+        refused: &[Refused],
+    ) -> Result<Oid, SyncError> {
+        let gitx = |action| SyncError::git(action, self.vault.root());
+        let tree = write_files(repo, files).map_err(gitx("merge"))?;
+        let tree = repo.find_tree(tree).map_err(gitx("merge"))?;
+        let parents = parents
+            .iter()
+            .map(|p| repo.find_commit(*p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(gitx("merge"))?;
+        let mut message = format!("aie {}: take what may be taken from {url}", self.agent);
+        for r in refused {
+            message.push_str(&format!("\n\nrefused: {}: {}", r.path, r.reason));
+        }
+        let sig = signature(self.agent.as_str()).map_err(gitx("merge"))?;
+        repo.commit(
+            None,
+            &sig,
+            &sig,
+            &message,
+            &tree,
+            &parents.iter().collect::<Vec<_>>(),
+        )
+        .map_err(gitx("merge"))
     }
 
     /// Checks `commit` out into the working tree and moves `main` to it, once the files are
@@ -413,6 +496,26 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// Reports what was refused: in the sync report, in `status` (`last`, with its time), and in
+/// the log.
+fn note_refused(
+    agent: &AgentName,
+    last: &mut Vec<Refused>,
+    last_at: &mut Option<chrono::DateTime<Utc>>,
+    report: &mut SyncReport,
+    refused: Vec<Refused>,
+) {
+    if refused.is_empty() {
+        return;
+    }
+    for r in &refused {
+        tracing::warn!(%agent, path = %r.path, reason = %r.reason, "the remote's change was refused");
+    }
+    last.clone_from(&refused);
+    *last_at = Some(Utc::now());
+    report.refused.extend(refused);
 }
 
 /// Waits a little before retrying a refused push, longer each time and never the same for

@@ -7,8 +7,9 @@ use aie_shared::vault::{Vault, VaultError};
 use git2::{Oid, Repository, RepositoryInitOptions, build::CheckoutBuilder};
 
 use crate::sync::{
-    SyncError,
+    SyncError, incoming,
     repo::{self, BRANCH, REMOTE, RemoteKind, TRACKING, ref_target, remote_kind},
+    report::Refused,
 };
 
 /// What is at the vault path before `open`.
@@ -118,13 +119,18 @@ pub(super) fn init_repo(root: &Path) -> Result<Repository, SyncError> {
 
 /// Clones the remote into a missing or empty folder. On failure, everything this made is
 /// removed again (the folder was empty or missing, so nothing else is touched).
+///
+/// The remote's tree is checked as every incoming tree is ([`incoming`]): when it holds
+/// something a vault never takes, what may be taken is committed on top of the remote's
+/// `main` and checked out instead, and the refusals are returned for the first report.
 pub(super) fn clone_into(
     root: &Path,
     url: &str,
     remote_has_main: bool,
     created: bool,
-) -> Result<Repository, SyncError> {
-    let attempt = || -> Result<Repository, SyncError> {
+) -> Result<(Repository, Vec<Refused>), SyncError> {
+    let mut refused = Vec::new();
+    let mut attempt = || -> Result<Repository, SyncError> {
         let repo = init_repo(root)?;
         set_origin(&repo, url, root)?;
         mark_cloning(&repo).map_err(SyncError::io(&repo.path().join(CLONING)))?;
@@ -142,10 +148,20 @@ pub(super) fn clone_into(
             let gitx = |action| SyncError::git(action, root);
             // Files first, flushed, then `main`: a crash never leaves `main` naming files the
             // disk lost, which the next commit would record as deleted.
-            let tree = repo
+            let mut tip = tip;
+            let mut tree = repo
                 .find_commit(tip)
                 .and_then(|c| c.tree())
                 .map_err(gitx("clone"))?;
+            refused = incoming::check_tree(&repo, None, &tree);
+            if !refused.is_empty() {
+                tip = take_what_may_be_taken(&repo, tip, &tree, url, &refused)
+                    .map_err(gitx("clone"))?;
+                tree = repo
+                    .find_commit(tip)
+                    .and_then(|c| c.tree())
+                    .map_err(gitx("clone"))?;
+            }
             let mut options = CheckoutBuilder::new();
             options.force();
             repo.checkout_tree(tree.as_object(), Some(&mut options))
@@ -158,7 +174,8 @@ pub(super) fn clone_into(
             .map_err(SyncError::io(&repo.path().join(CLONING)))?;
         Ok(repo)
     };
-    attempt().inspect_err(|_| {
+    let cloned = attempt();
+    cloned.map(|repo| (repo, refused)).inspect_err(|_| {
         if created {
             let _ = fs::remove_dir_all(root);
         } else if let Ok(entries) = fs::read_dir(root) {
@@ -172,6 +189,25 @@ pub(super) fn clone_into(
             }
         }
     })
+}
+
+/// Commits, on top of `tip`, its tree without the entries `refused` names.
+fn take_what_may_be_taken(
+    repo: &Repository,
+    tip: Oid,
+    tree: &git2::Tree<'_>,
+    url: &str,
+    refused: &[Refused],
+) -> Result<Oid, git2::Error> {
+    let files = incoming::plain_files(repo, tree);
+    let tree = repo.find_tree(repo::write_files(repo, &files)?)?;
+    let mut message = format!("aie: take what may be taken from {url}");
+    for r in refused {
+        message.push_str(&format!("\n\nrefused: {}: {}", r.path, r.reason));
+    }
+    let sig = repo::signature("aie")?;
+    let parent = repo.find_commit(tip)?;
+    repo.commit(None, &sig, &sig, &message, &tree, &[&parent])
 }
 
 /// Marks a clone in progress in the new repository's `.git/`, removed once `main` is set.
