@@ -30,7 +30,6 @@ use yaml_serde::Mapping;
 use super::{
     AgentName, ApprovalId, Domain, TaskId, Vault, VaultError,
     frontmatter::{Fields, FieldsOut, join, split},
-    fsio,
     layout::{APPROVED, REJECTED},
     task::now,
 };
@@ -261,13 +260,14 @@ impl Vault {
             });
         }
         let dir = self.pending_approval_dir(request.meta.domain);
-        std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        self.make_dir(&dir).map_err(|e| self.io(&dir, e))?;
         let path = dir.join(id.file_name());
         let text = request.render().map_err(|reason| VaultError::Encode {
             path: self.rel(&path),
             reason,
         })?;
-        fsio::write_new(&path, text.as_bytes()).map_err(|e| self.exists_or_io(&path, e))?;
+        self.write_new_file(&path, text.as_bytes())
+            .map_err(|e| self.exists_or_io(&path, e))?;
         Ok(self.rel(&path))
     }
 
@@ -289,7 +289,11 @@ impl Vault {
 
     /// Reads and parses one approval request file; errors name the file.
     pub(crate) fn read_approval_file(&self, path: &Path) -> Result<ApprovalRequest, VaultError> {
-        let text = std::fs::read_to_string(path).map_err(|e| self.io(path, e))?;
+        let bytes = self.read_plain_file(path).map_err(|e| self.io(path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| VaultError::BadFrontMatter {
+            path: self.rel(path),
+            reason: "the file is not UTF-8 text".to_owned(),
+        })?;
         ApprovalRequest::parse(&text).map_err(|reason| VaultError::BadFrontMatter {
             path: self.rel(path),
             reason,

@@ -166,12 +166,14 @@ impl Vault {
             Err(e) => return Err(e),
         };
         let dir = self.in_progress_dir(agent);
-        fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        // Never through a link (`In_Progress/<agent>` committed as one): refused here, the
+        // task stays where it is.
+        self.make_dir(&dir).map_err(|e| self.io(&dir, e))?;
         let to = Location {
             place: Place::InProgress(agent.clone()),
             path: dir.join(id.file_name()),
         };
-        match fsio::move_no_replace(&from.path, &to.path) {
+        match self.move_file(&from.path, &to.path) {
             Ok(()) => {}
             // The source vanished: another agent's rename won. Look again to name it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -219,7 +221,7 @@ impl Vault {
     /// Undoes a move we just made, without replacing anything. If even that fails, the
     /// file stays in our folder, which `check` will show; the caller's error names it.
     fn give_back(&self, taken: &Location, origin: &Location) {
-        let _ = fsio::move_no_replace(&taken.path, &origin.path);
+        let _ = self.move_file(&taken.path, &origin.path);
     }
 
     /// Writes owner and lease into a task the agent holds: a renewal, which keeps the first
@@ -311,7 +313,7 @@ impl Vault {
             if !self.is_plain_file(&path) {
                 continue;
             }
-            let old = match fs::read(&path) {
+            let old = match self.read_plain_file(&path) {
                 Ok(bytes) => bytes,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(self.io(&path, e)),
@@ -326,7 +328,7 @@ impl Vault {
                 path: self.rel(&path),
                 reason,
             })?;
-            match fsio::write_temp_unsynced(&path, text.as_bytes()) {
+            match self.write_temp_beside(&path, text.as_bytes()) {
                 Ok(temp) => written.push((temp, path, old)),
                 Err(e) => {
                     remove_all(&written);
@@ -343,6 +345,12 @@ impl Vault {
         }
         let mut stamped = Vec::new();
         for (at, (temp, path, old)) in written.iter().enumerate() {
+            // Looked at again: a link that took the folder's place meanwhile is not swapped
+            // through; the stamp waits for the next sync.
+            if self.check_file_path(path).is_err() {
+                let _ = fs::remove_file(temp);
+                continue;
+            }
             match fsio::swap_in_if_unchanged(temp, path, old) {
                 Ok(true) => stamped.push(self.rel(path)),
                 Ok(false) => {}
@@ -399,16 +407,19 @@ impl Vault {
         id: &TaskId,
         task: &Task,
     ) -> Result<String, VaultError> {
-        // A copy already at the destination (brought by a sync) is a duplicate for the
-        // human; checked first so the refusal leaves our file as it was.
-        if to.path.exists() {
+        // Refusals first, so they leave our file as it was: a link on the way (the
+        // destination folder committed as one) is never moved through, and a copy already
+        // at the destination (brought by a sync) is a duplicate for the human.
+        self.check_file_path(&to.path)
+            .map_err(|e| self.io(&to.path, e))?;
+        if fs::symlink_metadata(&to.path).is_ok() {
             return Err(self.duplicate(id, &[from.clone(), to.clone()]));
         }
         if let Some(dir) = to.path.parent() {
-            fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
+            self.make_dir(dir).map_err(|e| self.io(dir, e))?;
         }
         self.rewrite(&from.path, task)?;
-        match fsio::move_no_replace(&from.path, &to.path) {
+        match self.move_file(&from.path, &to.path) {
             Ok(()) => Ok(self.rel(&to.path)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(self.duplicate(id, &[from.clone(), to.clone()]))
@@ -441,7 +452,8 @@ impl Vault {
             path: self.rel(path),
             reason,
         })?;
-        fsio::write_replacing_unflushed(path, text.as_bytes()).map_err(|e| self.io(path, e))
+        self.write_replacing_unflushed(path, text.as_bytes())
+            .map_err(|e| self.io(path, e))
     }
 
     /// Claims whose lease ended before `now`, stamped or not; broken files are skipped

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{AgentName, ApprovalId, TaskFolder, TaskId};
+use super::{AgentName, ApprovalId, PathRefused, TaskFolder, TaskId};
 
 /// A vault operation that failed; files are named relative to the vault root.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +146,11 @@ pub enum VaultError {
         /// The operating system's error.
         source: std::io::Error,
     },
+
+    /// A path that goes through a link (or a part that is no plain folder or file): refused
+    /// before anything was written, moved or read.
+    #[error(transparent)]
+    Refused(#[from] PathRefused),
 
     /// A filesystem error on a named path.
     #[error("{path}: {source}")]

@@ -233,11 +233,11 @@ impl Vault {
         })?;
         let vault = Self::open(root)?;
         for dir in Self::layout_dirs() {
-            vault.ensure_folder(&dir)?;
+            skip_refused(vault.ensure_folder(&dir))?;
         }
-        vault.ensure_gitignore()?;
-        vault.ensure_file(Path::new("README.md"), README)?;
-        vault.ensure_file(Path::new(DASHBOARD), DASHBOARD_SEED)?;
+        skip_refused(vault.ensure_gitignore())?;
+        skip_refused(vault.ensure_file(Path::new("README.md"), README))?;
+        skip_refused(vault.ensure_file(Path::new(DASHBOARD), DASHBOARD_SEED))?;
         Ok(vault)
     }
 
@@ -281,6 +281,7 @@ impl Vault {
             Finding::MissingDashboard => self.ensure_file(Path::new(DASHBOARD), DASHBOARD_SEED),
             Finding::AbandonedClaimTemp { path, .. } => {
                 let temp = self.root.join(path);
+                self.check_file_path(&temp).map_err(|e| self.io(&temp, e))?;
                 match fs::remove_file(&temp) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.io(&temp, e)),
                     _ => Ok(()),
@@ -293,7 +294,7 @@ impl Vault {
     /// Creates a layout folder and its `.gitkeep` when missing.
     fn ensure_folder(&self, relative: &Path) -> Result<(), VaultError> {
         let dir = self.root.join(relative);
-        fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        self.make_dir(&dir).map_err(|e| self.io(&dir, e))?;
         self.ensure_file(&relative.join(GITKEEP), "")
     }
 
@@ -304,7 +305,7 @@ impl Vault {
             return Ok(());
         }
         // Create-only even so: another process may make it between the look and the write.
-        match fsio::write_new(&path, contents.as_bytes()) {
+        match self.write_new_file(&path, contents.as_bytes()) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(self.io(&path, e)),
             _ => Ok(()),
         }
@@ -313,9 +314,11 @@ impl Vault {
     /// The secret-keeping lines missing from `.gitignore` (all of them if it is missing).
     fn missing_gitignore_lines(&self) -> Result<Vec<&'static str>, VaultError> {
         let path = self.gitignore_path();
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
+        let text = match self.read_plain_file(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            // A linked `.gitignore` is not ours to read or extend; `check` names the link.
+            Err(e) if super::nofollow::refusal(&e).is_some() => return Ok(Vec::new()),
             Err(e) => return Err(self.io(&path, e)),
         };
         let present: BTreeSet<&str> = text.lines().map(str::trim).collect();
@@ -333,7 +336,7 @@ impl Vault {
             return Ok(());
         }
         let path = self.gitignore_path();
-        let existing = fs::read(&path).unwrap_or_default();
+        let existing = self.read_plain_file(&path).unwrap_or_default();
         let mut addition = String::new();
         if existing.is_empty() {
             addition.push_str(GITIGNORE_HEADER);
@@ -344,11 +347,7 @@ impl Vault {
             addition.push_str(line);
             addition.push('\n');
         }
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| self.io(&path, e))?;
+        let mut file = self.open_append(&path).map_err(|e| self.io(&path, e))?;
         file.write_all(addition.as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(|e| self.io(&path, e))
@@ -561,6 +560,19 @@ impl Vault {
             t
         };
         (unclaimed(task) == unclaimed(copy)).then(|| self.rel(&task_path))
+    }
+}
+
+/// A layout step that the link guard refused counts as done: a linked folder or file is
+/// left as it is (never followed, never replaced) and `check` names it, so a link in the
+/// tree never stops a replica from starting.
+fn skip_refused(step: Result<(), VaultError>) -> Result<(), VaultError> {
+    match step {
+        Err(VaultError::Refused(refused)) => {
+            tracing::warn!(%refused, "vault layout: left as it is");
+            Ok(())
+        }
+        other => other,
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`store`]: reading and listing tasks; broken files are reported, never touched.
 //! - [`claim`]: claim-by-move (`renameat2(RENAME_NOREPLACE)`), release, complete, leases.
 //! - [`maintain`]: `init`, `check` and `repair`, which never delete anything.
+//! - [`nofollow`]: the guard every write, move, append and quoting read passes: no part of
+//!   the path below the root may be a link ([`PathRefused`]).
 //! - `frontmatter` and `fsio` (private): the `---` split and the filesystem primitives.
 //!
 //! Everything here is blocking filesystem work; async callers use `spawn_blocking`.
@@ -40,6 +42,9 @@ pub use layout::{Domain, TaskFolder};
 
 pub mod maintain;
 pub use maintain::{Finding, RepairReport};
+
+pub mod nofollow;
+pub use nofollow::{PathRefused, Refusal};
 
 pub mod store;
 pub use store::{BrokenFile, StoredTask, TaskFilter, TaskListing, TaskSummary};
@@ -116,8 +121,12 @@ impl Vault {
         }
     }
 
-    /// Wraps an I/O error with the vault-relative path it happened on.
+    /// Wraps an I/O error with the vault-relative path it happened on; a refusal of the
+    /// link guard becomes [`VaultError::Refused`], which names the refused part itself.
     pub(crate) fn io(&self, path: &Path, source: std::io::Error) -> VaultError {
+        if let Some(refused) = nofollow::refusal(&source) {
+            return VaultError::Refused(refused.clone());
+        }
         VaultError::Io {
             path: self.rel(path),
             source,

@@ -9,7 +9,7 @@ use std::{
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::{AgentName, Domain, Task, TaskFolder, TaskId, Vault, VaultError};
+use super::{AgentName, Domain, Task, TaskFolder, TaskId, Vault, VaultError, nofollow};
 
 /// Which tasks to list; `None` means all.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -120,68 +120,29 @@ impl Vault {
     /// Whether `dir` is a folder of this vault reached without following any symbolic link:
     /// a synced vault is untrusted input, and a link could point a folder anywhere.
     pub(crate) fn is_real_dir(&self, dir: &Path) -> bool {
-        let Ok(inner) = dir.strip_prefix(&self.root) else {
-            return false;
-        };
-        let mut at = self.root.clone();
-        for part in inner.components() {
-            at.push(part);
-            if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
-                return false;
-            }
-        }
-        true
+        nofollow::is_plain_dir(&self.root, dir)
     }
 
     /// Makes `dir` (inside this vault) and any missing parents, refusing to create anything
     /// through a symbolic link: every existing part must be a real folder. Returns whether
     /// `dir` is now a real folder of the vault.
     pub(crate) fn create_real_dir(&self, dir: &Path) -> std::io::Result<bool> {
-        let Ok(inner) = dir.strip_prefix(&self.root) else {
-            return Ok(false);
-        };
-        let mut at = self.root.clone();
-        for part in inner.components() {
-            at.push(part);
-            match fs::symlink_metadata(&at) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => return Ok(false),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match fs::create_dir(&at) {
-                    // Made meanwhile by someone else: looked at again below.
-                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-                    _ if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) => return Ok(false),
-                    _ => {}
-                },
-                Err(e) => return Err(e),
-            }
+        match self.make_dir(dir) {
+            Ok(()) => Ok(true),
+            Err(e) if nofollow::refusal(&e).is_some() => Ok(false),
+            Err(e) => Err(e),
         }
-        Ok(true)
     }
 
     /// Whether `path` is a regular file (not a link) in a real folder of this vault.
     pub(crate) fn is_plain_file(&self, path: &Path) -> bool {
-        path.parent().is_some_and(|dir| self.is_real_dir(dir))
-            && fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+        nofollow::is_plain_file(&self.root, path)
     }
 
     /// The visible markdown files of a vault folder, sorted; a missing or linked folder has
     /// none. Hidden files (temporary writes, `.gitkeep`) and links are not tasks.
-    pub(crate) fn markdown_files(&self, dir: &Path) -> Result<Vec<PathBuf>, VaultError> {
-        if !self.is_real_dir(dir) {
-            return Ok(Vec::new());
-        }
-        let mut files = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| self.io(dir, e))? {
-            let entry = entry.map_err(|e| self.io(dir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-            if is_file && !name.starts_with('.') && name.ends_with(".md") {
-                files.push(entry.path());
-            }
-        }
-        files.sort();
-        Ok(files)
+    pub fn markdown_files(&self, dir: &Path) -> Result<Vec<PathBuf>, VaultError> {
+        nofollow::plain_files(&self.root, dir, ".md").map_err(|e| self.io(dir, e))
     }
 
     /// The agents with a real folder under a real `In_Progress/`: an entry's own type is read,
@@ -250,7 +211,7 @@ impl Vault {
 
     /// Reads and parses a task file, checking that its front matter's id is `id`.
     pub(crate) fn load(&self, path: &Path, id: &TaskId) -> Result<Task, VaultError> {
-        let bytes = fs::read(path).map_err(|e| self.io(path, e))?;
+        let bytes = self.read_plain_file(path).map_err(|e| self.io(path, e))?;
         self.parse_task(path, id, &bytes)
     }
 
@@ -373,13 +334,14 @@ impl Vault {
             });
         }
         let dir = self.needs_action_dir(task.meta.domain);
-        fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        self.make_dir(&dir).map_err(|e| self.io(&dir, e))?;
         let path = dir.join(id.file_name());
         let text = task.render().map_err(|reason| VaultError::Encode {
             path: self.rel(&path),
             reason,
         })?;
-        super::fsio::write_new(&path, text.as_bytes()).map_err(|e| self.exists_or_io(&path, e))?;
+        self.write_new_file(&path, text.as_bytes())
+            .map_err(|e| self.exists_or_io(&path, e))?;
         Ok(self.rel(&path))
     }
 }

@@ -1060,3 +1060,309 @@ fn vault_linked_agent_folder_holds_nothing() {
     assert!(findings.contains(&want), "{findings:#?}");
     assert_eq!(findings.len(), 1, "{findings:#?}");
 }
+
+/// Makes `at` (a folder or file of the vault, there or not) a link to a fresh, empty bait
+/// folder inside the test's own temporary directory; returns the bait.
+#[cfg(unix)]
+fn link_to_bait(dir: &TempDir, at: &Path) -> PathBuf {
+    let name = at.file_name().expect("name").to_string_lossy().into_owned();
+    let bait = dir.path().join(format!("bait-{name}"));
+    fs::create_dir_all(&bait).expect("bait");
+    match fs::symlink_metadata(at) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(at).expect("remove folder"),
+        Ok(_) => fs::remove_file(at).expect("remove file"),
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(&bait, at).expect("link");
+    bait
+}
+
+/// Asserts `error` is the link guard's refusal of `path`, in words the owner can act on.
+fn assert_link_refused(error: &VaultError, path: &str) {
+    match error {
+        VaultError::Refused(refused) => {
+            assert_eq!(refused.path, path, "{error}");
+            assert_eq!(refused.reason, Refusal::Link, "{error}");
+        }
+        other => panic!("expected a link refusal of {path}, got {other}"),
+    }
+    assert_eq!(
+        error.to_string(),
+        format!("`{path}` is a link; aie never writes through links")
+    );
+}
+
+/// Asserts the bait folder is still empty: nothing was written through the link.
+fn assert_empty(bait: &Path) {
+    let left: Vec<_> = fs::read_dir(bait).expect("bait").collect();
+    assert!(left.is_empty(), "written through the link: {left:?}");
+}
+
+/// `In_Progress/<agent>` committed as a link: the claim is refused naming the link, nothing
+/// lands in the link's target, and the task stays in `Needs_Action/` as it was.
+#[cfg(unix)]
+#[test]
+fn vault_claim_refuses_linked_agent_folder() {
+    let (dir, vault) = new_vault();
+    let ids = seed(&vault, 1);
+    let local = agent("local");
+    let bait = link_to_bait(&dir, &vault.in_progress_dir(&local));
+    let source = vault.needs_action_dir(Domain::Email).join("t00000.md");
+    let before = fs::read(&source).expect("task");
+
+    let err = vault.claim(&ids[0], &local).expect_err("refused");
+    assert_link_refused(&err, "In_Progress/local");
+    assert_empty(&bait);
+    assert_eq!(fs::read(&source).expect("task stays"), before);
+    let stored = vault.read_task(&ids[0]).expect("read");
+    assert_eq!(stored.folder, TaskFolder::NeedsAction);
+}
+
+/// A release into a linked `Needs_Action/<domain>` and a completion into a linked `Done` are
+/// refused before anything is rewritten or moved: the task stays held, unchanged.
+#[cfg(unix)]
+#[test]
+fn vault_release_and_complete_refuse_linked_destination() {
+    let (dir, vault) = new_vault();
+    let ids = seed(&vault, 2);
+    let cloud = agent("cloud");
+    for id in &ids {
+        vault.claim(id, &cloud).expect("claim");
+    }
+    let held = |id: &TaskId| vault.in_progress_dir(&cloud).join(id.file_name());
+    let before: Vec<_> = ids
+        .iter()
+        .map(|id| fs::read(held(id)).expect("held"))
+        .collect();
+
+    let bait = link_to_bait(&dir, &vault.needs_action_dir(Domain::Email));
+    let err = vault.release(&ids[0], &cloud).expect_err("release refused");
+    assert_link_refused(&err, "Needs_Action/email");
+    assert_empty(&bait);
+
+    let bait = link_to_bait(&dir, &vault.done_dir());
+    let err = vault
+        .complete(&ids[1], &cloud, Some("done"))
+        .expect_err("complete refused");
+    assert_link_refused(&err, "Done");
+    assert_empty(&bait);
+
+    for (id, bytes) in ids.iter().zip(before) {
+        assert_eq!(
+            fs::read(held(id)).expect("still held"),
+            bytes,
+            "{id} unchanged"
+        );
+    }
+}
+
+/// A new task into a linked `Needs_Action/<domain>` and a new approval request into a linked
+/// `Pending_Approval/<domain>` are refused, and nothing is written through either link.
+#[cfg(unix)]
+#[test]
+fn vault_new_files_refuse_linked_folders() {
+    let (dir, vault) = new_vault();
+    let bait = link_to_bait(&dir, &vault.needs_action_dir(Domain::Payments));
+    let task = Task::new(task_id("pay"), Domain::Payments, "Pay", "body\n");
+    let err = vault.create_task(&task).expect_err("refused");
+    assert_link_refused(&err, "Needs_Action/payments");
+    assert_empty(&bait);
+
+    let bait = link_to_bait(&dir, &vault.pending_approval_dir(Domain::Email));
+    let request = ApprovalRequest::new(
+        ApprovalId::new("a-1").expect("id"),
+        Domain::Email,
+        "email_send",
+        json!({"to": "x@example.com"}),
+        agent("cloud"),
+        chrono::Utc::now() + TimeDelta::hours(1),
+    );
+    let err = vault.write_approval_request(&request).expect_err("refused");
+    assert_link_refused(&err, "Pending_Approval/email");
+    assert_empty(&bait);
+}
+
+/// Laying out a vault whose `Updates`, `.gitignore` and `Dashboard.md` are links (an older
+/// build's checkout) starts all the same, writes nothing through them, and `check` and
+/// `repair` name the links instead of following them.
+#[cfg(unix)]
+#[test]
+fn vault_init_leaves_links_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("vault");
+    fs::create_dir_all(&root).expect("root");
+    let bait = link_to_bait(&dir, &root.join("Updates"));
+    let files = dir.path().join("bait-files");
+    fs::create_dir_all(&files).expect("bait files");
+    for name in [".gitignore", "Dashboard.md"] {
+        fs::write(files.join(name), "mine\n").expect("bait file");
+        std::os::unix::fs::symlink(files.join(name), root.join(name)).expect("link");
+    }
+
+    let vault = Vault::init(&root).expect("init starts despite the links");
+    assert_empty(&bait);
+    for name in [".gitignore", "Dashboard.md"] {
+        assert_eq!(
+            fs::read_to_string(files.join(name)).expect("bait"),
+            "mine\n"
+        );
+    }
+    let report = vault.repair().expect("repair");
+    assert_empty(&bait);
+    assert_eq!(
+        fs::read_to_string(files.join(".gitignore")).expect("bait"),
+        "mine\n"
+    );
+    for path in ["Updates", ".gitignore", "Dashboard.md"] {
+        let want = Finding::Symlink { path: path.into() };
+        assert!(report.left.contains(&want), "{want:?} not in {report:#?}");
+    }
+}
+
+/// The primitives every vault write goes through refuse a link at the file itself: the
+/// link's target is neither written, replaced, appended to nor read, and the link stays.
+#[cfg(unix)]
+#[test]
+fn vault_file_writes_refuse_a_linked_file() {
+    let (dir, vault) = new_vault();
+    let bait = dir.path().join("bait.md");
+    fs::write(&bait, "mine\n").expect("bait");
+    let link = vault.root().join("Updates").join("note.md");
+    std::os::unix::fs::symlink(&bait, &link).expect("link");
+    let refused = |result: std::io::Result<()>, what: &str| {
+        let err = result.expect_err(what);
+        let refusal = nofollow::refusal(&err).unwrap_or_else(|| panic!("{what}: {err}"));
+        assert_eq!(refusal.path, "Updates/note.md", "{what}");
+    };
+    refused(vault.write_new_file(&link, b"x"), "write_new_file");
+    refused(
+        vault.write_replacing_file(&link, b"x"),
+        "write_replacing_file",
+    );
+    refused(
+        vault.write_replacing_unflushed(&link, b"x"),
+        "write_replacing_unflushed",
+    );
+    refused(vault.open_append(&link).map(drop), "open_append");
+    refused(vault.read_plain_file(&link).map(drop), "read_plain_file");
+    refused(
+        vault.move_file(&link, &vault.done_dir().join("note.md")),
+        "move_file from a link",
+    );
+    assert_eq!(fs::read_to_string(&bait).expect("bait"), "mine\n");
+    assert!(fs::symlink_metadata(&link).expect("link").is_symlink());
+    assert!(!vault.done_dir().join("note.md").exists());
+}
+
+/// A move (the approvals' set-aside into `Quarantine/`, their moves between `Approved/`,
+/// `Rejected/` and `Done/approvals/`) refuses a linked folder on either side: a file is
+/// neither moved out of the vault nor brought into it from outside.
+#[cfg(unix)]
+#[test]
+fn vault_move_refuses_linked_folder_on_either_side() {
+    let (dir, vault) = new_vault();
+    let pending = vault.pending_approval_dir(Domain::Email).join("a-1.md");
+    fs::write(&pending, "request\n").expect("request");
+    let bait = link_to_bait(&dir, &vault.root().join("Quarantine"));
+    let err = vault
+        .move_file(&pending, &vault.root().join("Quarantine").join("a-1.md"))
+        .expect_err("into a link");
+    assert_eq!(
+        nofollow::refusal(&err).map(|r| r.path.as_str()),
+        Some("Quarantine")
+    );
+    assert_empty(&bait);
+    assert_eq!(fs::read_to_string(&pending).expect("stays"), "request\n");
+
+    let outside = link_to_bait(&dir, &vault.root().join("Approved"));
+    fs::write(outside.join("a-2.md"), "outside\n").expect("outside file");
+    let into = vault.root().join("Rejected").join("a-2.md");
+    let err = vault
+        .move_file(&vault.root().join("Approved").join("a-2.md"), &into)
+        .expect_err("out of a link");
+    assert_eq!(
+        nofollow::refusal(&err).map(|r| r.path.as_str()),
+        Some("Approved")
+    );
+    assert!(!into.exists(), "nothing brought in from outside");
+    assert_eq!(
+        fs::read_to_string(outside.join("a-2.md")).expect("stays"),
+        "outside\n"
+    );
+}
+
+/// Listings and quoting reads skip links: a linked folder lists nothing, a linked file in a
+/// real folder is no file of it, and a folder on the way that is a file is refused.
+#[cfg(unix)]
+#[test]
+fn vault_listings_skip_links() {
+    let (dir, vault) = new_vault();
+    let bait = link_to_bait(&dir, &vault.root().join("Updates"));
+    fs::write(bait.join("secret.md"), "secret\n").expect("secret");
+    let updates = vault.root().join("Updates");
+    assert!(vault.markdown_files(&updates).expect("list").is_empty());
+    let err = vault
+        .read_plain_file(&updates.join("secret.md"))
+        .expect_err("through a link");
+    assert!(nofollow::refusal(&err).is_some(), "{err}");
+
+    let done = vault.done_dir();
+    std::os::unix::fs::symlink(bait.join("secret.md"), done.join("secret.md")).expect("link");
+    fs::write(done.join("real.md"), "real\n").expect("real");
+    let listed = vault.markdown_files(&done).expect("list");
+    assert_eq!(listed, vec![done.join("real.md")]);
+
+    let err = vault
+        .write_new_file(&done.join("real.md").join("x.md"), b"x")
+        .expect_err("a file is no folder");
+    let refusal = nofollow::refusal(&err).expect("refusal");
+    assert_eq!(
+        (refusal.path.as_str(), refusal.reason),
+        ("Done/real.md", Refusal::NotAFolder)
+    );
+}
+
+/// A held task file that is a link is never stamped: nothing is written to its target.
+#[cfg(unix)]
+#[test]
+fn vault_stamp_skips_linked_task_file() {
+    let (dir, vault) = new_vault();
+    let cloud = agent("cloud");
+    let held = vault.in_progress_dir(&cloud);
+    fs::create_dir_all(&held).expect("agent folder");
+    let bait = dir.path().join("t1.md");
+    let task = Task::new(task_id("t1"), Domain::Email, "bait", "body\n");
+    let text = task.render().expect("render");
+    fs::write(&bait, &text).expect("bait");
+    std::os::unix::fs::symlink(&bait, held.join("t1.md")).expect("link");
+    let stamped = vault
+        .stamp_claims(&[(cloud, task_id("t1"))])
+        .expect("stamp");
+    assert!(stamped.is_empty(), "{stamped:?}");
+    assert_eq!(fs::read_to_string(&bait).expect("bait"), text);
+}
+
+/// The vault's root is the owner's choice and may itself be a link: only what lies below it
+/// is guarded, so a vault opened through a linked root lists, claims and completes as usual.
+#[cfg(unix)]
+#[test]
+fn vault_root_may_be_a_link() {
+    let (dir, real) = new_vault();
+    let ids = seed(&real, 1);
+    let linked_root = dir.path().join("linked-vault");
+    std::os::unix::fs::symlink(real.root(), &linked_root).expect("link");
+    let vault = Vault::open(&linked_root).expect("open");
+    assert_eq!(
+        vault
+            .list_tasks(TaskFilter::default())
+            .expect("list")
+            .tasks
+            .len(),
+        1
+    );
+    let cloud = agent("cloud");
+    vault.claim(&ids[0], &cloud).expect("claim");
+    vault.complete(&ids[0], &cloud, None).expect("complete");
+    assert!(real.done_dir().join("t00000.md").is_file());
+    assert!(vault.check().expect("check").is_empty());
+}
