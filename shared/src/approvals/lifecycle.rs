@@ -23,7 +23,6 @@ use crate::{
     policy::Zone,
     vault::{
         AgentName, ApprovalId, ApprovalRequest, Domain, TaskFolder, TaskId, Vault, VaultError,
-        fsio,
         layout::{APPROVED, DONE, REJECTED},
         payload_sha256,
     },
@@ -272,7 +271,7 @@ impl Approvals {
         let dir = self.real_dir(relative_dir)?;
         let name = from.file_name().unwrap_or_default();
         let to = dir.join(name);
-        fsio::move_no_replace(from, &to).map_err(|e| {
+        self.vault.move_file(from, &to).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 ApprovalError::Vault(VaultError::AlreadyExists {
                     path: self.vault.rel(&to),
@@ -625,7 +624,7 @@ impl Approvals {
                 n => format!("{id}~{n}.md"),
             };
             let to = dir.join(name);
-            match fsio::move_no_replace(path, &to) {
+            match self.vault.move_file(path, &to) {
                 Ok(()) => break to,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
                 Err(e) => return Err(ApprovalError::io(&to, e)),
