@@ -17,18 +17,38 @@ fn open(dir: &Path) -> anyhow::Result<Vault> {
         .with_context(|| "opening the vault (lay one out with `aie vault init --vault DIR`)")
 }
 
-/// `aie vault check`: lists what breaks the vault's invariants; exit 1 when anything does.
+/// `aie vault check`: lists what breaks the vault's invariants, and what the remote's `main`
+/// (as last fetched) holds that the sync refuses; exit 1 when anything does.
 pub fn check(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let findings = open(dir)?.check()?;
+    let refused = aie_vault_claim::sync::refused_on_remote(dir)
+        .with_context(|| format!("reading the git repository of {}", dir.display()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&findings)?);
+        let mut all = serde_json::to_value(&findings)?;
+        if let Some(list) = all.as_array_mut() {
+            for r in &refused {
+                list.push(serde_json::json!({
+                    "kind": "refused_from_remote",
+                    "path": r.path,
+                    "reason": r.reason,
+                }));
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
         for finding in &findings {
             println!("{finding}");
         }
-        println!("{} finding(s)", findings.len());
+        for r in &refused {
+            println!(
+                "{}: on the remote, refused by the sync: {} (it is never checked out; the next sync takes it off the remote)",
+                r.path.escape_debug(),
+                r.reason
+            );
+        }
+        println!("{} finding(s)", findings.len() + refused.len());
     }
-    Ok(if findings.is_empty() {
+    Ok(if findings.is_empty() && refused.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -112,6 +132,13 @@ pub fn sync(
         }
         for blocked in &report.blocked {
             println!("kept out of git: {}: {}", blocked.path, blocked.reason);
+        }
+        for refused in &report.refused {
+            println!(
+                "refused from the remote: {}: {}",
+                refused.path.escape_debug(),
+                refused.reason
+            );
         }
         if let Some(why) = &report.offline {
             println!("offline: {why}; local commits are queued for the next sync");

@@ -13,6 +13,8 @@
 //!   `status`, `refresh_dashboard`; and [`spawn_sync_loop`].
 //! - [`report`]: what those answer: [`SyncReport`], [`ClaimOutcome`], [`ReplicaStatus`], ...
 //! - [`secrets`]: which file names and contents count as secrets.
+//! - [`hand_moves`]: which files in `Approved/` the owner moved there by hand, from the
+//!   vault's git state ([`is_hand_move`], [`hand_moves()`], [`GitHandMoves`]).
 //! - `error`: [`SyncError`], one variant per thing that can go wrong.
 //! - `repo` (private): git plumbing: the remote, fetch, the compare-and-swap push, trees as
 //!   flat maps.
@@ -25,7 +27,11 @@ mod dashboard;
 mod error;
 pub use error::SyncError;
 
+pub mod hand_moves;
+pub use hand_moves::{GitHandMoves, hand_moves, is_hand_move};
+
 mod incoming;
+pub use incoming::refused_on_remote;
 mod merge;
 mod paths;
 

@@ -345,6 +345,28 @@ pub(crate) fn keep_plain(files: &mut Files, refused: &mut Vec<Refused>) {
     });
 }
 
+/// What the remote's `main`, as this vault last fetched it, holds that a replica refuses
+/// (links, unsafe names, oversized files), among what differs from this vault's `main`: what
+/// `aie vault check` reports. Empty for a vault that is no git repository or never fetched.
+pub fn refused_on_remote(vault: &std::path::Path) -> Result<Vec<Refused>, git2::Error> {
+    let repo = match Repository::open(vault) {
+        Ok(repo) => repo,
+        Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let tree_at = |name: &str| -> Result<Option<Tree<'_>>, git2::Error> {
+        match super::repo::ref_target(&repo, name) {
+            Some(commit) => Ok(Some(repo.find_commit(commit)?.tree()?)),
+            None => Ok(None),
+        }
+    };
+    let Some(remote) = tree_at(super::repo::TRACKING)? else {
+        return Ok(Vec::new());
+    };
+    let local = tree_at(super::repo::BRANCH)?;
+    Ok(check_tree(&repo, local.as_ref(), &remote))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
