@@ -434,7 +434,7 @@ fn add_sync_tools(set: &mut ToolSet, replica: Arc<Replica>) {
         ToolSpec::draft(
             "vault_sync",
             "Sync the vault",
-            "Commits this replica's changes (secrets left out), fetches, merges by task id and pushes, now. Returns {pushed, pulled, conflicts, lost_claims}; an unreachable remote is reported in `offline`, not an error.",
+            "Commits this replica's changes (secrets left out), fetches, merges by task id and pushes, now. Returns {pushed, pulled, conflicts, lost_claims}; an unreachable remote is reported in `offline`, not an error; what the remote brought and this replica did not take (links, unsafe names, changes to paths only this zone writes) is in `refused`.",
         ),
         move |_: NoArgs| {
             let r = r.clone();
@@ -445,7 +445,7 @@ fn add_sync_tools(set: &mut ToolSet, replica: Arc<Replica>) {
         ToolSpec::read(
             "vault_status",
             "Vault sync status",
-            "The replica's sync state: remote, commits ahead and behind, last sync and error, files kept out of git, pending claims, conflicts and task counts per folder.",
+            "The replica's sync state: remote, commits ahead and behind, last sync and error, files kept out of git, what the remote brought that was refused, pending claims, conflicts and task counts per folder.",
         ),
         move |_: NoArgs| {
             let r = replica.clone();
@@ -480,6 +480,14 @@ impl ToolOutput for SyncReport {
         }
         for b in &self.blocked {
             out.push_str(&format!("\nkept out of git: {} ({})", b.path, b.reason));
+        }
+        for r in &self.refused {
+            // A refused path comes from the remote: shown escaped, never as it is.
+            out.push_str(&format!(
+                "\nrefused from the remote: {} ({})",
+                r.path.escape_debug(),
+                r.reason
+            ));
         }
         out
     }
@@ -540,15 +548,25 @@ async fn claim_across_replicas(replica: Arc<Replica>, id: TaskId) -> Result<Clai
     })
 }
 
-/// Writes `Updates/<time>-<agent>.md`, never replacing an existing note.
+/// Writes `Updates/<time>-<agent>.md`, never replacing an existing note and never through a
+/// link (`Updates` committed as a link to a folder of this machine is refused, not written
+/// into).
 fn write_update(vault: &Vault, agent: &AgentName, text: &str) -> Result<String, VaultError> {
-    use std::io::Write;
     let dir = vault.root().join("Updates");
-    std::fs::create_dir_all(&dir).map_err(|e| VaultError::Io {
-        path: "Updates".into(),
-        source: e,
-    })?;
+    let refused_or_io = |path: String| {
+        move |source: std::io::Error| match aie_shared::vault::nofollow::refusal(&source) {
+            Some(refused) => VaultError::Refused(refused.clone()),
+            None => VaultError::Io { path, source },
+        }
+    };
+    vault
+        .make_dir(&dir)
+        .map_err(refused_or_io("Updates".into()))?;
     let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let note = format!(
+        "---\nagent: {agent}\nwritten: {}\n---\n{text}\n",
+        Utc::now().to_rfc3339()
+    );
     for n in 0..100u32 {
         let suffix = if n == 0 {
             String::new()
@@ -556,33 +574,13 @@ fn write_update(vault: &Vault, agent: &AgentName, text: &str) -> Result<String, 
             format!("-{n}")
         };
         let name = format!("{stamp}-{agent}{suffix}.md");
-        let path = dir.join(&name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut file) => {
-                let note = format!(
-                    "---\nagent: {agent}\nwritten: {}\n---\n{text}\n",
-                    Utc::now().to_rfc3339()
-                );
-                let rel = format!("Updates/{name}");
-                file.write_all(note.as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| VaultError::Io {
-                        path: rel.clone(),
-                        source: e,
-                    })?;
-                return Ok(rel);
-            }
+        let rel = format!("Updates/{name}");
+        // Whole or not at all, durable, and create-only: a name taken (a note of the same
+        // millisecond) is never replaced; the next suffix is tried.
+        match vault.write_new_file(&dir.join(&name), note.as_bytes()) {
+            Ok(()) => return Ok(rel),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(VaultError::Io {
-                    path: format!("Updates/{name}"),
-                    source: e,
-                });
-            }
+            Err(e) => return Err(refused_or_io(rel)(e)),
         }
     }
     Err(VaultError::Io {
@@ -595,4 +593,35 @@ fn write_update(vault: &Vault, agent: &AgentName, text: &str) -> Result<String, 
 pub fn server(state: VaultClaim) -> ToolServer {
     ToolServer::new("aie-vault-claim", tools(state))
         .with_instructions("The shared vault: list, read and claim tasks (claim-by-move, first mover owns it), release or complete them, and leave notes for the owner.")
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// `Updates` committed as a link to a folder of this machine: the note is refused naming
+    /// the link and nothing lands in its target; a plain `Updates` takes the note.
+    #[test]
+    fn write_update_refuses_linked_updates_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(dir.path().join("vault")).expect("init");
+        let agent = AgentName::new("cloud").expect("agent");
+        let bait = dir.path().join("bait");
+        std::fs::create_dir_all(&bait).expect("bait");
+        let updates = vault.root().join("Updates");
+        std::fs::remove_dir_all(&updates).expect("updates");
+        std::os::unix::fs::symlink(&bait, &updates).expect("link");
+
+        let err = write_update(&vault, &agent, "hello").expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "`Updates` is a link; aie never writes through links"
+        );
+        assert_eq!(std::fs::read_dir(&bait).expect("bait").count(), 0);
+
+        std::fs::remove_file(&updates).expect("unlink");
+        let rel = write_update(&vault, &agent, "hello").expect("written");
+        let text = std::fs::read_to_string(vault.root().join(&rel)).expect("note");
+        assert!(text.ends_with("---\nhello\n"), "{text}");
+    }
 }

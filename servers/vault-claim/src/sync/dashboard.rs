@@ -2,6 +2,10 @@
 //! the agents hold, the latest notes from `Updates/`. Plain markdown tables and `[[...]]`
 //! links, so it reads well in Obsidian. Nothing in it depends on the time of the rebuild, so
 //! an unchanged vault gives an unchanged file and no commit.
+//!
+//! Nothing here goes through a link: a folder or note reached through one is not counted,
+//! listed or quoted (it could hold any file of this machine, and the dashboard is pushed),
+//! and a `Dashboard.md` that is a link is refused, not written through or replaced.
 
 use std::{
     fs,
@@ -10,11 +14,12 @@ use std::{
 };
 
 use aie_shared::vault::{
-    ApprovalRequest, Domain, TaskFilter, TaskFolder, Vault,
+    ApprovalRequest, Domain, TaskFilter, TaskFolder, Vault, VaultError,
     layout::{
         APPROVED, CONFLICTS, DASHBOARD, DONE, IN_PROGRESS, NEEDS_ACTION, PENDING_APPROVAL,
         REJECTED, UPDATES,
     },
+    nofollow,
 };
 use chrono::{DateTime, Utc};
 
@@ -27,9 +32,9 @@ const EXCERPT: usize = 200;
 
 /// Counts the files in each folder (visible markdown files; links are not followed).
 pub(crate) fn count_folders(root: &Path) -> FolderCounts {
-    let count = |dir: PathBuf| markdown_files(&dir).len();
+    let count = |dir: PathBuf| markdown_files(root, &dir).len();
     let per_sub = |parent: &str| -> usize {
-        subfolders(&root.join(parent))
+        subfolders(root, &root.join(parent))
             .into_iter()
             .filter(|dir| dir.file_name().is_some_and(|n| n != CONFLICTS))
             .map(count)
@@ -55,7 +60,7 @@ pub(crate) fn count_folders(root: &Path) -> FolderCounts {
 
 /// The files waiting in `Needs_Action/conflicts/`, relative to the vault root.
 pub(crate) fn conflict_files(root: &Path) -> Vec<String> {
-    markdown_files(&root.join(NEEDS_ACTION).join(CONFLICTS))
+    markdown_files(root, &root.join(NEEDS_ACTION).join(CONFLICTS))
         .into_iter()
         .filter_map(|p| {
             p.file_name()
@@ -64,49 +69,46 @@ pub(crate) fn conflict_files(root: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Real subfolders of `dir` (links excluded), sorted.
-fn subfolders(dir: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .collect();
-    dirs.sort();
-    dirs
+/// Real subfolders of `dir` (links excluded), sorted; none when `dir` is reached through a
+/// link.
+fn subfolders(root: &Path, dir: &Path) -> Vec<PathBuf> {
+    nofollow::plain_subfolders(root, dir).unwrap_or_default()
 }
 
-/// Visible regular `.md` files directly in `dir`, sorted; a missing folder has none.
-fn markdown_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            !name.starts_with('.') && name.ends_with(".md")
-        })
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files
+/// Visible regular `.md` files directly in `dir`, sorted; a missing folder, or one reached
+/// through a link, has none.
+fn markdown_files(root: &Path, dir: &Path) -> Vec<PathBuf> {
+    nofollow::plain_files(root, dir, ".md").unwrap_or_default()
+}
+
+/// A note's text, read without following a link; `None` when it cannot be read as text.
+fn read_note(root: &Path, path: &Path) -> Option<String> {
+    let bytes = nofollow::read_plain(root, path).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Wraps an I/O error on `path`; a refusal of the link guard names the link itself.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SyncError {
+    let path = path.to_path_buf();
+    move |source| match nofollow::refusal(&source) {
+        Some(refused) => SyncError::Vault(VaultError::Refused(refused.clone())),
+        None => SyncError::Io { path, source },
+    }
 }
 
 /// Rebuilds `Dashboard.md`; returns whether its text changed.
 pub(crate) fn refresh(vault: &Vault) -> Result<bool, SyncError> {
     let text = render(vault)?;
     let path = vault.root().join(DASHBOARD);
-    if fs::read_to_string(&path).is_ok_and(|old| old == text) {
+    if read_note(vault.root(), &path).is_some_and(|old| old == text) {
         return Ok(false);
     }
-    // Temporary file then rename: Obsidian (or a sync) never reads half a dashboard.
-    let temp = vault
-        .root()
-        .join(format!(".{DASHBOARD}.{}.tmp", std::process::id()));
-    fs::write(&temp, &text).map_err(SyncError::io(&temp))?;
-    fs::rename(&temp, &path).map_err(SyncError::io(&path))?;
+    // Temporary file then rename: Obsidian (or a sync) never reads half a dashboard. Durable
+    // with the sync's flush before its commit, like the vault's other renames; a link at
+    // `Dashboard.md` is refused, never written through or replaced.
+    vault
+        .write_replacing_unflushed(&path, text.as_bytes())
+        .map_err(io_error(&path))?;
     Ok(true)
 }
 
@@ -128,12 +130,9 @@ fn render(vault: &Vault) -> Result<String, SyncError> {
 
     let mut pending = Vec::new();
     for domain in Domain::ALL {
-        for path in markdown_files(&root.join(PENDING_APPROVAL).join(domain.as_str())) {
+        for path in markdown_files(root, &root.join(PENDING_APPROVAL).join(domain.as_str())) {
             let rel = relative(root, &path);
-            match fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| ApprovalRequest::parse(&t).ok())
-            {
+            match read_note(root, &path).and_then(|t| ApprovalRequest::parse(&t).ok()) {
                 Some(request) => pending.push((rel, Some(request))),
                 None => pending.push((rel, None)),
             }
@@ -242,8 +241,8 @@ fn recent_activity(
 ) -> Result<Vec<(DateTime<Utc>, String)>, SyncError> {
     let root = vault.root();
     let mut items: Vec<(DateTime<Utc>, String)> = Vec::new();
-    for path in markdown_files(&root.join(UPDATES)) {
-        let Ok(text) = fs::read_to_string(&path) else {
+    for path in markdown_files(root, &root.join(UPDATES)) {
+        let Some(text) = read_note(root, &path) else {
             continue;
         };
         let (created, body) = note_parts(&text);
@@ -319,7 +318,7 @@ fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
 
 /// A file's modification time (the note's time when its front matter has none).
 fn modified(path: &Path) -> DateTime<Utc> {
-    fs::metadata(path)
+    fs::symlink_metadata(path)
         .and_then(|m| m.modified())
         .unwrap_or(SystemTime::UNIX_EPOCH)
         .into()
@@ -376,4 +375,66 @@ fn table_link(rel: &str) -> String {
 /// Text made safe for one table cell.
 fn cell(text: &str) -> String {
     text.replace('\n', " ").replace('|', "\\|")
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// A fresh vault in a temporary directory, and a bait folder beside it (never a real
+    /// system path) holding a note that must never reach the dashboard.
+    fn vault_and_bait() -> (tempfile::TempDir, Vault, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(dir.path().join("vault")).expect("init");
+        let bait = dir.path().join("bait");
+        fs::create_dir_all(&bait).expect("bait");
+        fs::write(
+            bait.join("secret.md"),
+            "---\ncreated: 2025-01-01\n---\nTOP SECRET local file\n",
+        )
+        .expect("secret");
+        (dir, vault, bait)
+    }
+
+    /// `Updates` committed as a link to a folder of this machine, and a linked note inside a
+    /// real folder: the dashboard neither quotes nor counts anything behind them.
+    #[test]
+    fn dashboard_never_quotes_through_links() {
+        let (_dir, vault, bait) = vault_and_bait();
+        let root = vault.root();
+        let pending = root.join(PENDING_APPROVAL).join("email");
+        std::os::unix::fs::symlink(bait.join("secret.md"), pending.join("a-1.md")).expect("link");
+        fs::remove_dir_all(root.join(UPDATES)).expect("updates");
+        std::os::unix::fs::symlink(&bait, root.join(UPDATES)).expect("link");
+
+        let text = render(&vault).expect("render");
+        assert!(
+            !text.contains("SECRET") && !text.contains("secret"),
+            "{text}"
+        );
+        let counts = count_folders(root);
+        assert_eq!((counts.updates, counts.pending_approval), (0, 0));
+        assert!(refresh(&vault).expect("refresh"));
+        let written = fs::read_to_string(root.join(DASHBOARD)).expect("dashboard");
+        assert!(!written.contains("SECRET"), "{written}");
+    }
+
+    /// A `Dashboard.md` that is a link is refused, naming it; its target stays as it was and
+    /// the link is not replaced.
+    #[test]
+    fn dashboard_refuses_linked_dashboard_file() {
+        let (_dir, vault, bait) = vault_and_bait();
+        let path = vault.root().join(DASHBOARD);
+        fs::remove_file(&path).expect("seed dashboard");
+        std::os::unix::fs::symlink(bait.join("secret.md"), &path).expect("link");
+        let before = fs::read(bait.join("secret.md")).expect("bait");
+
+        let err = refresh(&vault).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "`Dashboard.md` is a link; aie never writes through links"
+        );
+        assert_eq!(fs::read(bait.join("secret.md")).expect("bait"), before);
+        assert!(fs::symlink_metadata(&path).expect("link").is_symlink());
+    }
 }
