@@ -5,19 +5,20 @@
 //!
 //! A maintained detector's rule set was preferred where one could be embedded; none fits:
 //! - gitleaks' `config/gitleaks.toml` (MIT), the usual reference, is Go RE2 data, not a crate;
-//!   most of its 200-odd rules need keyword and entropy checks (the generic ones fire on
-//!   ordinary prose and hashes), and vendoring it would mean tracking its upstream by hand;
+//!   many of its rules carry keyword lists and entropy thresholds that a plain regex set does
+//!   not apply, its generic rules fire on ordinary prose and hashes, and vendoring it would
+//!   mean tracking its upstream by hand;
 //! - `keyspoor` (Apache-2.0) ships gitleaks' rules transformed to JSON, but is a 0.1 crate
 //!   that needs Rust 1.96 (this workspace builds with 1.88 and up);
 //! - `keyhog-scanner` needs Rust 1.89 and defaults to GPU, ML and Hyperscan back ends, far
 //!   more than a per-file check in the sync path should pull in;
-//! - `keyhunter` is GPL-3.0, which this Apache-2.0 suite cannot link; `ripsecrets` and
-//!   `secretscout` are command-line tools, not libraries with a rule set.
+//! - `keyhunter` is GPL-3.0, whose terms would extend to this Apache-2.0 suite; `ripsecrets`
+//!   and `secretscout` are command-line tools, not libraries with a rule set.
 //!
 //! So this is a hand list, kept to shapes with a fixed, distinctive prefix (no entropy
-//! guessing, so ordinary notes, hashes and images never match), with the prefixes that
-//! gitleaks and the providers' own documentation publish. Add a provider here, with a
-//! positive and a negative case in the tests below.
+//! guessing, so ordinary notes, hashes and images never match), with the prefixes the
+//! providers document for their keys. Add a provider here, with a positive and a negative
+//! case in the tests below.
 
 use std::sync::LazyLock;
 
