@@ -7,17 +7,20 @@
 //! (hex SHA-256 of the record's canonical JSON without `hash`, see
 //! [`canonical_json`](crate::vault::canonical_json)).
 //!
-//! A chain alone cannot show that its end was cut off, so every append also records the
-//! agent's last `seq` and `hash` in the local state folder (`<state>/audit-heads.json`), which
-//! never syncs; [`verify`] compares the log's end with it, and [`AuditLog::open`] refuses to
-//! extend a log that ends before it.
+//! A chain alone cannot show that its end was cut off, or that someone else extended it, so
+//! every append first records the record it is about to write (its `seq`, its `hash` and the
+//! `hash` before it) in the local state folder (`<state>/audit-heads.json`), which never
+//! syncs, and only then writes the line. The log can then end at that head, or one record
+//! before it (a crash between the two writes), and nowhere else: [`verify`] calls any other
+//! end a break (cut off, rewritten, or extended by someone who is not this machine), and
+//! [`AuditLog::open`] refuses to extend such a log.
 //!
 //! The log holds no secrets and no message bodies: a call's arguments go in only as their
 //! SHA-256 ([`args_sha256`]). `specs/audit.md` is the prose version of this module.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{self, Read, Write},
     path::{Path, PathBuf},
     sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak},
@@ -265,6 +268,21 @@ pub enum AuditError {
         heads: String,
     },
 
+    /// The log goes on past the last record this machine wrote: someone else extended it.
+    #[error(
+        "audit log of agent `{agent}` goes on to seq {log_seq}, but {heads} says this machine wrote only up to seq {head_seq}: the records after it were not written by this machine; run `aie audit verify`, and to accept the log as it is now, delete the `{agent}` entry from {heads}"
+    )]
+    Extended {
+        /// The agent.
+        agent: AgentName,
+        /// The last seq found in the log.
+        log_seq: u64,
+        /// The last seq this machine wrote.
+        head_seq: u64,
+        /// The heads file.
+        heads: String,
+    },
+
     /// The record at the remembered head differs from the one this machine wrote.
     #[error(
         "audit log of agent `{agent}`: record seq {seq} is not the one this machine wrote ({heads} has another hash): the log was rewritten; run `aie audit verify`, and to accept the log as it is now, delete the `{agent}` entry from {heads}"
@@ -292,12 +310,68 @@ fn io_error(path: &Path, source: io::Error) -> AuditError {
 }
 
 /// An agent's last record, as the heads file keeps it.
+///
+/// This version records the head *before* it writes the record's line, so the log ends at
+/// the head or, after a crash between the two writes, at the record before it (`seq - 1`,
+/// whose hash is `prev`). Versions before it recorded the head *after* the line, with no
+/// `prev`: such a head may lag one record behind the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Head {
     /// Its seq.
     pub(crate) seq: u64,
     /// Its hash.
     pub(crate) hash: String,
+    /// The hash of the record before it (the previous head); absent in a head an older
+    /// version wrote after the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) prev: Option<String>,
+}
+
+impl Head {
+    /// Where a log written by this machine may end, given this head: exactly at it, or
+    /// (a crash between the head and the line) one record before it, or (a head an older
+    /// version wrote after the line) one record past it.
+    pub(crate) fn accepts_end(&self, seq: u64, hash: &str, hash_at_head: Option<&str>) -> End {
+        if seq == self.seq {
+            return if hash == self.hash {
+                End::AtHead
+            } else {
+                End::Rewritten
+            };
+        }
+        match &self.prev {
+            Some(prev) if seq + 1 == self.seq => {
+                if hash == prev {
+                    End::LineLost
+                } else {
+                    End::Rewritten
+                }
+            }
+            _ if seq < self.seq => End::Truncated,
+            _ if hash_at_head != Some(self.hash.as_str()) => End::Rewritten,
+            None if seq == self.seq + 1 => End::OldHeadLagging,
+            _ => End::Extended,
+        }
+    }
+}
+
+/// How a log's end stands to the head this machine remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The log ends at the head.
+    AtHead,
+    /// The log ends one record before the head: the head was recorded, then a crash (or a
+    /// failed write) kept the line out of the log.
+    LineLost,
+    /// An older version's head, one record behind the log: a crash between its line and its
+    /// head.
+    OldHeadLagging,
+    /// The log ends before the head (and not by one lost line).
+    Truncated,
+    /// The record at the head's seq (or the one before it) is not the one this machine wrote.
+    Rewritten,
+    /// Records past the head: not written by this machine.
+    Extended,
 }
 
 /// Reads `<state>/audit-heads.json`; a missing file is empty.
@@ -323,8 +397,9 @@ fn write_head(state_dir: &Path, agent: &AgentName, head: &Head) -> Result<(), Au
     let path = state_dir.join(HEADS_FILE);
     let text =
         serde_json::to_string_pretty(&heads).map_err(|e| AuditError::Encode(e.to_string()))?;
-    // Replaced atomically: after a crash the file is the old or the new map, and an old one
-    // only means the log is ahead of it, which is accepted.
+    // Replaced atomically and durably (data, then the rename) before the caller writes the
+    // line: after a crash the file is the old map (and the line was never written) or the
+    // new one (and the line may or may not be there; `open` accepts both).
     fsio::write_replacing(&path, format!("{text}\n").as_bytes()).map_err(|e| io_error(&path, e))
 }
 
@@ -367,6 +442,8 @@ struct Tail {
     seq: u64,
     /// The last record's hash ([`GENESIS`] before the first).
     hash: String,
+    /// The last record's `prev` ([`GENESIS`] before the first): the head before it.
+    prev: String,
     /// The day file holding the last record: later records never go to an earlier file,
     /// even if the clock steps back, so files stay in chain order.
     day: Option<NaiveDate>,
@@ -380,6 +457,8 @@ struct Tail {
 #[derive(Debug)]
 struct Inner {
     agent: AgentName,
+    /// The vault, whose link guard every day file's open passes.
+    vault: Vault,
     dir: PathBuf,
     state_dir: PathBuf,
     tail: Mutex<Tail>,
@@ -418,6 +497,7 @@ impl AuditLog {
         check_against_head(&dir, state_dir, &agent, &tail)?;
         let inner = Arc::new(Inner {
             agent,
+            vault: vault.clone(),
             dir,
             state_dir: state_dir.to_path_buf(),
             tail: Mutex::new(tail),
@@ -468,6 +548,16 @@ impl AuditLog {
         }
         let path = self.inner.dir.join(day_file_name(day));
         let file = self.day_file(&mut tail, day, &path)?;
+        // The head first, durably: the log then never goes past what this machine
+        // recorded, so a record past the head is one this machine did not write. A crash
+        // before the line leaves the log one record short of the head, which `open`
+        // recognises by `prev`. Under the tail lock, so heads never go backwards.
+        let head = Head {
+            seq: record.seq,
+            hash: record.hash.clone(),
+            prev: Some(record.prev.clone()),
+        };
+        write_head(&self.inner.state_dir, &self.inner.agent, &head)?;
         // One write of the whole line, then fdatasync: the record is on disk or, after a
         // crash, at worst a torn last line that the chain continues after.
         let written = file
@@ -481,15 +571,8 @@ impl AuditLog {
         }
         tail.needs_newline = false;
         tail.seq = record.seq;
-        tail.hash = record.hash.clone();
+        tail.prev = std::mem::replace(&mut tail.hash, record.hash.clone());
         tail.day = Some(day);
-        let head = Head {
-            seq: record.seq,
-            hash: record.hash.clone(),
-        };
-        // The log is written first, so after a crash the head is never ahead of the log.
-        // Done under the tail lock, so heads never go backwards.
-        write_head(&self.inner.state_dir, &self.inner.agent, &head)?;
         Ok(record)
     }
 
@@ -514,11 +597,13 @@ impl AuditLog {
             .as_ref()
             .is_none_or(|(open_day, _)| *open_day != day)
         {
-            let existed = path.exists();
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            let existed = fs::symlink_metadata(path).is_ok();
+            // Never through a link: a day file (or folder) committed as one would take this
+            // machine's records outside the vault.
+            let file = self
+                .inner
+                .vault
+                .open_append(path)
                 .map_err(|e| io_error(path, e))?;
             if !existed {
                 // A new file's name must survive a crash along with its first record.
@@ -557,6 +642,7 @@ fn recover_tail(dir: &Path) -> Result<Tail, AuditError> {
     let mut tail = Tail {
         seq: 0,
         hash: GENESIS.to_owned(),
+        prev: GENESIS.to_owned(),
         day: files.last().map(|(day, _)| *day),
         file: None,
         needs_newline: false,
@@ -574,9 +660,14 @@ fn recover_tail(dir: &Path) -> Result<Tail, AuditError> {
             .rev()
             .filter_map(chain_fields)
             .find(|(_, hash, value)| *hash == record_hash(value));
-        if let Some((seq, hash, _)) = last {
+        if let Some((seq, hash, value)) = last {
             tail.seq = seq;
             tail.hash = hash;
+            tail.prev = value
+                .get("prev")
+                .and_then(Value::as_str)
+                .unwrap_or(GENESIS)
+                .to_owned();
             tail.day = Some(*day);
             return Ok(tail);
         }
@@ -593,8 +684,11 @@ pub(crate) fn read_lossy(path: &Path) -> Result<String, AuditError> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Refuses to extend a log whose end is behind, or differs from, the remembered head; brings
-/// the head forward when the log is ahead (a crash between the log's write and the head's).
+/// Refuses to extend a log whose end is not where this machine's head says it may be
+/// (behind it, different from it, or past it); takes the head back when the log is one
+/// record short of it (a crash between the head and the line), and brings an older
+/// version's head forward when the log is one record past it (a crash between its line and
+/// its head).
 fn check_against_head(
     dir: &Path,
     state_dir: &Path,
@@ -606,39 +700,48 @@ fn check_against_head(
         return Ok(());
     };
     let heads_path = state_dir.join(HEADS_FILE).display().to_string();
-    if tail.seq < head.seq {
-        return Err(AuditError::Truncated {
+    let at_head = if tail.seq > head.seq {
+        find_hash(dir, head.seq)?
+    } else {
+        None
+    };
+    match head.accepts_end(tail.seq, &tail.hash, at_head.as_deref()) {
+        End::AtHead => Ok(()),
+        // The log as it is: its last record is this machine's, with its own `prev`.
+        End::LineLost | End::OldHeadLagging => {
+            let now = Head {
+                seq: tail.seq,
+                hash: tail.hash.clone(),
+                prev: Some(tail.prev.clone()),
+            };
+            write_head(state_dir, agent, &now)
+        }
+        End::Truncated => Err(AuditError::Truncated {
             agent: agent.clone(),
             log_seq: tail.seq,
             head_seq: head.seq,
             heads: heads_path,
-        });
-    }
-    let at_head = if tail.seq == head.seq {
-        Some(tail.hash.clone())
-    } else {
-        find_hash(dir, head.seq)?
-    };
-    if at_head.as_deref() != Some(head.hash.as_str()) {
-        return Err(AuditError::Rewritten {
+        }),
+        End::Rewritten => Err(AuditError::Rewritten {
             agent: agent.clone(),
-            seq: head.seq,
+            seq: head.seq.min(tail.seq),
             heads: heads_path,
-        });
+        }),
+        End::Extended => Err(AuditError::Extended {
+            agent: agent.clone(),
+            log_seq: tail.seq,
+            head_seq: head.seq,
+            heads: heads_path,
+        }),
     }
-    if tail.seq > head.seq {
-        let head = Head {
-            seq: tail.seq,
-            hash: tail.hash.clone(),
-        };
-        write_head(state_dir, agent, &head)?;
-    }
-    Ok(())
 }
 
 /// The hash of the record with `seq`, looking from the newest file back (the head is near
 /// the end, so this reads one file in the usual case).
 fn find_hash(dir: &Path, seq: u64) -> Result<Option<String>, AuditError> {
+    if seq == 0 {
+        return Ok(Some(GENESIS.to_owned()));
+    }
     for (_, path) in day_files(dir).map_err(|e| io_error(dir, e))?.iter().rev() {
         let text = read_lossy(path)?;
         let mut lowest = None;

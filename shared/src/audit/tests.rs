@@ -488,3 +488,219 @@ fn audit_refuses_linked_log_folder() {
     assert!(report.agents.is_empty());
     assert!(report.to_string().contains("Logs: a link"), "{report}");
 }
+
+/// Appends to `file` a record that continues the chain correctly (right `seq`, `prev` and
+/// `hash`) but was never written by this machine: what a forger with the vault could add.
+fn append_forged(file: &Path) -> u64 {
+    edit_lines(file, |lines| {
+        let last: Value = serde_json::from_str(lines.last().expect("a record")).expect("json");
+        let mut forged = last.clone();
+        let seq = last["seq"].as_u64().expect("seq") + 1;
+        forged["seq"] = json!(seq);
+        forged["prev"] = last["hash"].clone();
+        forged["tool"] = json!("email_send");
+        forged["decision"] = json!("allowed");
+        forged["status"] = json!("ok");
+        forged["hash"] = json!(record_hash(&forged));
+        lines.push(serde_json::to_string(&forged).expect("encode"));
+        seq
+    })
+}
+
+/// A well-chained record appended past this machine's head passes the chain alone, but
+/// verify with the state folder calls it not written by this machine, and the log refuses
+/// to be extended (which would take the forged record into the chain for good).
+#[test]
+fn audit_forged_extension_is_caught() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 5);
+    let forged = append_forged(&file);
+    assert_eq!(forged, 6);
+    verify_ok(&vault, None);
+    let broken = first_break(&vault, Some(&state));
+    assert_eq!(
+        (broken.kind, broken.seq, broken.at.line),
+        (BreakKind::Extended, Some(6), 6)
+    );
+    assert!(
+        broken.detail.contains("not written by this machine"),
+        "{broken}"
+    );
+    let refused = AuditLog::open(&vault, &state, agent("local")).expect_err("must refuse");
+    assert!(
+        matches!(
+            refused,
+            AuditError::Extended {
+                log_seq: 6,
+                head_seq: 5,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    // Two forged records are caught at the first of them.
+    append_forged(&file);
+    let broken = first_break(&vault, Some(&state));
+    assert_eq!((broken.kind, broken.seq), (BreakKind::Extended, Some(6)));
+}
+
+/// A crash that lost this machine's very first line takes the head back to before the
+/// first record, not to nothing: a forged first record put in afterwards is still foreign.
+#[test]
+fn audit_forged_record_after_lost_first_line_is_caught() {
+    let (_dir, vault, state) = setup();
+    let local = agent("local");
+    let begun = Head {
+        seq: 1,
+        hash: "ab".repeat(32),
+        prev: Some(GENESIS.to_owned()),
+    };
+    fs::create_dir_all(&state).expect("state");
+    write_head(&state, &local, &begun).expect("head");
+    drop(AuditLog::open(&vault, &state, local.clone()).expect("opens after the crash"));
+    let head = read_heads(&state).expect("heads")["local"].clone();
+    assert_eq!((head.seq, head.hash.as_str()), (0, GENESIS));
+    // A valid first record, written elsewhere, copied in.
+    let (_other_dir, other, other_state) = setup();
+    let source = write_log(&other, &other_state, "local", 1);
+    let name = source.file_name().expect("name");
+    fs::copy(&source, vault.logs_dir(&local).join(name)).expect("copy");
+    verify_ok(&vault, None);
+    let broken = first_break(&vault, Some(&state));
+    assert_eq!((broken.kind, broken.seq), (BreakKind::Extended, Some(1)));
+    let refused = AuditLog::open(&vault, &state, local).expect_err("refused");
+    assert!(matches!(refused, AuditError::Extended { .. }), "{refused}");
+}
+
+/// A crash after the head was recorded and before the line was written (simulated by
+/// recording a head and writing no line) opens fine: the head is taken back to the log's
+/// end, the next record takes the lost one's seq, and verify holds before and after.
+#[test]
+fn audit_crash_between_head_and_line_opens() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 5);
+    let local = agent("local");
+    let fifth = read_heads(&state).expect("heads")["local"].clone();
+    assert_eq!(fifth.seq, 5);
+    let begun = Head {
+        seq: 6,
+        hash: "ab".repeat(32),
+        prev: Some(fifth.hash.clone()),
+    };
+    write_head(&state, &local, &begun).expect("head");
+    // Before any restart: verify holds, and says what was lost.
+    let report = verify_ok(&vault, Some(&state));
+    let chain = only_chain(&report);
+    assert!(chain.head_checked);
+    assert!(chain.notes.iter().any(|n| n.contains("seq 6")), "{report}");
+    // Torn or absent, the lost line is the same crash.
+    let mut handle = fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("open");
+    handle.write_all(br#"{"seq":6,"ts":"#).expect("torn write");
+    drop(handle);
+    let log = AuditLog::open(&vault, &state, local.clone()).expect("opens after the crash");
+    let head = read_heads(&state).expect("heads")["local"].clone();
+    assert_eq!((head.seq, &head.hash), (5, &fifth.hash), "taken back");
+    let record = log.append(call(6)).expect("append");
+    assert_eq!((record.seq, &record.prev), (6, &fifth.hash));
+    let report = verify_ok(&vault, Some(&state));
+    assert_eq!(only_chain(&report).records, 6);
+    assert!(only_chain(&report).head_checked);
+}
+
+/// The head is recorded before the line: when the head cannot be recorded, no line is
+/// written, so the log never goes past what this machine remembers.
+#[test]
+fn audit_no_line_without_its_head() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 2);
+    let log = AuditLog::open(&vault, &state, agent("local")).expect("open");
+    // A heads file that cannot be read or replaced: the head write fails.
+    let heads = state.join(HEADS_FILE);
+    fs::remove_file(&heads).expect("remove heads");
+    fs::create_dir(&heads).expect("heads as a folder");
+    log.append(call(3)).expect_err("no head, no record");
+    assert_eq!(read_lines(&file).len(), 2, "no line without its head");
+    fs::remove_dir(&heads).expect("restore");
+}
+
+/// A heads file an older version wrote (no `prev`, recorded after the line) still reads:
+/// a log one record past it is that version's crash window and is accepted (and the head
+/// brought forward), two records past it is an extension by someone else.
+#[test]
+fn audit_old_heads_file_is_read() {
+    let (_dir, vault, state) = setup();
+    let file = write_log(&vault, &state, "local", 3);
+    let lines = read_lines(&file);
+    let second: Value = serde_json::from_str(&lines[1]).expect("json");
+    let old = format!(
+        "{{\n  \"local\": {{ \"seq\": 2, \"hash\": {} }}\n}}\n",
+        second["hash"]
+    );
+    fs::write(state.join(HEADS_FILE), &old).expect("old heads");
+    let report = verify_ok(&vault, Some(&state));
+    assert!(only_chain(&report).head_checked);
+    drop(AuditLog::open(&vault, &state, agent("local")).expect("open"));
+    let head = read_heads(&state).expect("heads")["local"].clone();
+    assert_eq!(head.seq, 3);
+    assert_eq!(head.prev.as_deref(), second["hash"].as_str());
+
+    fs::write(state.join(HEADS_FILE), &old).expect("old heads");
+    append_forged(&file);
+    let broken = first_break(&vault, Some(&state));
+    assert_eq!((broken.kind, broken.seq), (BreakKind::Extended, Some(3)));
+    let refused = AuditLog::open(&vault, &state, agent("local")).expect_err("refused");
+    assert!(matches!(refused, AuditError::Extended { .. }), "{refused}");
+}
+
+/// Appends racing a verify never show up as foreign records: the heads are read before and
+/// after the logs.
+#[test]
+fn audit_verify_during_appends_holds() {
+    let (_dir, vault, state) = setup();
+    let log = AuditLog::open(&vault, &state, agent("local")).expect("open");
+    log.append(call(0)).expect("append");
+    let writer = {
+        let log = log.clone();
+        thread::spawn(move || {
+            for i in 1..300 {
+                log.append(call(i)).expect("append");
+            }
+        })
+    };
+    for _ in 0..30 {
+        let report = verify(&vault, Some(&state)).expect("verify");
+        assert!(report.ok(), "{report}");
+    }
+    writer.join().expect("writer");
+    verify_ok(&vault, Some(&state));
+}
+
+/// A day's log file committed as a link is never appended to: the record is refused naming
+/// the link, its target stays as it was, and no head is recorded for it.
+#[cfg(unix)]
+#[test]
+fn audit_refuses_linked_day_file() {
+    let (dir, vault, state) = setup();
+    let local = agent("local");
+    let logs = vault.logs_dir(&local);
+    fs::create_dir_all(&logs).expect("logs");
+    let bait = dir.path().join("bait.jsonl");
+    fs::write(&bait, "").expect("bait");
+    // Today's and tomorrow's, so the test holds across midnight UTC.
+    let today = Utc::now().date_naive();
+    for day in [today, today.succ_opt().expect("tomorrow")] {
+        std::os::unix::fs::symlink(&bait, logs.join(day_file_name(day))).expect("link");
+    }
+    let log = AuditLog::open(&vault, &state, local).expect("open");
+    let err = log.append(call(1)).expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("is a link; aie never writes through links") && text.contains("Logs/local/"),
+        "{text}"
+    );
+    assert_eq!(fs::read(&bait).expect("bait"), b"");
+    assert!(read_heads(&state).expect("heads").is_empty());
+}

@@ -1,6 +1,6 @@
 //! `aie audit verify`: walks every agent's chain across its day files and names the first
 //! broken record; with the state folder, also checks the log's end against the head this
-//! machine remembers, so a cut-off end shows too.
+//! machine remembers, so a cut-off, rewritten or foreign-extended end shows too.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{
-    AuditError, GENESIS, Head, chain_fields, day_files, io_error, parse_day_file, read_heads,
+    AuditError, End, GENESIS, Head, chain_fields, day_files, io_error, parse_day_file, read_heads,
     read_lossy, record_hash,
 };
 use crate::vault::{AgentName, Vault, layout::LOGS};
@@ -45,6 +45,8 @@ pub enum BreakKind {
     Reordered,
     /// The log ends before the last record this machine wrote.
     Truncated,
+    /// The log goes on past the last record this machine wrote: records it did not write.
+    Extended,
 }
 
 impl fmt::Display for BreakKind {
@@ -54,6 +56,7 @@ impl fmt::Display for BreakKind {
             BreakKind::Removed => "removed",
             BreakKind::Reordered => "reordered",
             BreakKind::Truncated => "truncated",
+            BreakKind::Extended => "extended",
         })
     }
 }
@@ -165,16 +168,40 @@ impl fmt::Display for VerifyReport {
     }
 }
 
-/// Checks every agent's chain in `vault`; with `state_dir`, also each remembered head.
+/// How often `verify` reads the logs again when the heads changed while it read them.
+const VERIFY_ATTEMPTS: usize = 5;
+
+/// Checks every agent's chain in `vault`; with `state_dir`, also each remembered head: the
+/// log of an agent this machine writes must end at its head (or, after a crash, one record
+/// before it), so a record past the head is a break, whatever its chain says.
 ///
 /// Never changes anything. An error means the logs could not be read at all; a broken chain
-/// is a finding in the report.
+/// is a finding in the report. A running process may append meanwhile: the heads are read
+/// before and after the logs, and the logs again if they moved, so a record written during
+/// the read is never taken for a foreign one.
 pub fn verify(vault: &Vault, state_dir: Option<&Path>) -> Result<VerifyReport, AuditError> {
-    let mut report = VerifyReport::default();
-    let heads = match state_dir {
-        Some(dir) => Some(read_heads(dir)?),
-        None => None,
+    let Some(dir) = state_dir else {
+        return verify_against(vault, None);
     };
+    let mut heads = read_heads(dir)?;
+    let mut attempt = 1;
+    loop {
+        let report = verify_against(vault, Some(&heads))?;
+        let after = read_heads(dir)?;
+        if after == heads || attempt == VERIFY_ATTEMPTS {
+            return Ok(report);
+        }
+        heads = after;
+        attempt += 1;
+    }
+}
+
+/// [`verify`] with the heads already read.
+fn verify_against(
+    vault: &Vault,
+    heads: Option<&BTreeMap<String, Head>>,
+) -> Result<VerifyReport, AuditError> {
+    let mut report = VerifyReport::default();
     let logs = vault.root().join(LOGS);
     let mut agents: BTreeMap<String, PathBuf> = BTreeMap::new();
     if fs::symlink_metadata(&logs).is_ok() && !vault.is_real_dir(&logs) {
@@ -198,13 +225,13 @@ pub fn verify(vault: &Vault, state_dir: Option<&Path>) -> Result<VerifyReport, A
             }
         }
     }
-    for agent in heads.iter().flat_map(|h| h.keys()) {
+    for agent in heads.into_iter().flat_map(|h| h.keys()) {
         agents
             .entry(agent.clone())
             .or_insert_with(|| logs.join(agent));
     }
     for (agent, dir) in agents {
-        let head = heads.as_ref().and_then(|h| h.get(&agent));
+        let head = heads.and_then(|h| h.get(&agent));
         report.agents.push(check_agent(vault, agent, &dir, head)?);
     }
     Ok(report)
@@ -428,34 +455,59 @@ fn check_agent(
             line: 0,
         });
         let last = (last_seq > 0).then_some(last_seq);
-        if last_seq < head.seq {
-            chain.broken = Some(broken(
-                &end,
-                last,
-                BreakKind::Truncated,
-                format!(
-                    "the log ends at seq {last_seq}, but this machine wrote up to seq {}: records were removed from its end",
-                    head.seq
-                ),
-            ));
-        } else {
-            let at_head = head
-                .seq
-                .checked_sub(1)
+        // The record with `seq`, when the walk got that far (seq 0: before the first).
+        let record = |seq: u64| {
+            seq.checked_sub(1)
                 .and_then(|i| usize::try_from(i).ok())
-                .and_then(|i| hashes.get(i));
-            match at_head {
-                Some((hash, _)) if *hash == head.hash => chain.head_checked = true,
-                other => {
-                    let at = other.map_or(&end, |(_, at)| *at);
-                    chain.broken = Some(broken(
-                        at,
-                        Some(head.seq),
-                        BreakKind::Edited,
-                        "not the record this machine wrote with this seq: the log was rewritten from here on"
-                            .into(),
-                    ));
-                }
+                .and_then(|i| hashes.get(i))
+        };
+        let hash_at_head = match head.seq {
+            0 => Some(GENESIS),
+            seq => record(seq).map(|(hash, _)| *hash),
+        };
+        match head.accepts_end(last_seq, &prev_hash, hash_at_head) {
+            End::AtHead | End::OldHeadLagging => chain.head_checked = true,
+            End::LineLost => {
+                chain.head_checked = true;
+                chain.notes.push(format!(
+                    "seq {}, which this machine began, is not in the log: a crash (or a failed write) came between recording it and writing it; the next start takes the head back",
+                    head.seq
+                ));
+            }
+            End::Truncated => {
+                chain.broken = Some(broken(
+                    &end,
+                    last,
+                    BreakKind::Truncated,
+                    format!(
+                        "the log ends at seq {last_seq}, but this machine wrote up to seq {}: records were removed from its end",
+                        head.seq
+                    ),
+                ));
+            }
+            End::Rewritten => {
+                let seq = head.seq.min(last_seq);
+                let at = record(seq).map_or(&end, |(_, at)| *at);
+                chain.broken = Some(broken(
+                    at,
+                    Some(seq),
+                    BreakKind::Edited,
+                    "not the record this machine wrote with this seq: the log was rewritten from here on"
+                        .into(),
+                ));
+            }
+            End::Extended => {
+                let first = head.seq + 1;
+                let at = record(first).map_or(&end, |(_, at)| *at);
+                chain.broken = Some(broken(
+                    at,
+                    Some(first),
+                    BreakKind::Extended,
+                    format!(
+                        "not written by this machine: it wrote this log up to seq {}, and the log goes on to seq {last_seq}",
+                        head.seq
+                    ),
+                ));
             }
         }
     }
