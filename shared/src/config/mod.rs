@@ -26,10 +26,11 @@ pub use error::{ConfigError, ConfigErrors, OverrideError};
 
 pub mod model;
 pub use model::{
-    Config, DEFAULT_LISTEN, DEFAULT_REFUSAL_AUDIT_BURST, DEFAULT_REFUSAL_AUDIT_PER_SECOND,
-    EmailConfig, GatewayClient, GatewayConfig, GitRemote, HttpConfig, ImapConfig, Limits,
-    PaymentsConfig, PolicyConfig, Priority, RateLimit, SmtpUrl, SyncConfig, TlsPaths, TriageRule,
-    Upstream, WhatsappConfig, default_state_dir,
+    ApprovalsConfig, Config, DEFAULT_LISTEN, DEFAULT_MAX_LIFETIME_HOURS,
+    DEFAULT_REFUSAL_AUDIT_BURST, DEFAULT_REFUSAL_AUDIT_PER_SECOND, EmailConfig, GatewayClient,
+    GatewayConfig, GitRemote, HttpConfig, ImapConfig, Limits, PaymentsConfig, PolicyConfig,
+    Priority, RateLimit, SmtpUrl, SyncConfig, TlsPaths, TriageRule, Upstream, WhatsappConfig,
+    default_state_dir,
 };
 
 pub mod overrides;

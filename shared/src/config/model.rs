@@ -57,6 +57,8 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Vault sync settings.
     pub sync: SyncConfig,
+    /// The owner's approvals.
+    pub approvals: ApprovalsConfig,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             whatsapp: WhatsappConfig::default(),
             payments: PaymentsConfig::default(),
             sync: SyncConfig::default(),
+            approvals: ApprovalsConfig::default(),
         }
     }
 }
@@ -486,6 +489,35 @@ impl Default for SyncConfig {
         SyncConfig {
             interval_secs: 60,
             lease_minutes: 30,
+        }
+    }
+}
+
+/// `[approvals]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalsConfig {
+    /// Whether a local, uncommitted move of a pending request into `Approved/` counts as
+    /// the owner's approval.
+    pub accept_hand_moves: bool,
+    /// Hours an approval stays valid at most from the moment it is given.
+    pub max_lifetime_hours: u32,
+}
+
+/// The longest an approval stays valid when the config does not say: 7 days.
+pub const DEFAULT_MAX_LIFETIME_HOURS: u32 = 7 * 24;
+
+impl ApprovalsConfig {
+    /// [`ApprovalsConfig::max_lifetime_hours`] as a duration.
+    pub fn max_lifetime(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::hours(i64::from(self.max_lifetime_hours))
+    }
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            accept_hand_moves: false,
+            max_lifetime_hours: DEFAULT_MAX_LIFETIME_HOURS,
         }
     }
 }

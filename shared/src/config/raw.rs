@@ -67,6 +67,9 @@ pub(crate) struct RawConfig {
     /// Vault synchronisation through git.
     #[serde(default)]
     pub sync: RawSync,
+    /// The owner's approvals (local zone): how they may be given and how long they last.
+    #[serde(default)]
+    pub approvals: RawApprovals,
 }
 
 /// Settings of the HTTP listener (`/mcp`, `/healthz`, `/readyz`, `/metrics`).
@@ -346,4 +349,22 @@ pub(crate) struct RawSync {
     pub interval_secs: Option<u64>,
     /// Minutes a claim holds before it counts as stale. Default 30.
     pub lease_minutes: Option<u64>,
+}
+
+/// The owner's approvals (local zone): how they may be given and how long they last.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Approvals")]
+pub(crate) struct RawApprovals {
+    /// Whether a request the owner moves by hand from `Pending_Approval/` into `Approved/`
+    /// (the Obsidian habit) counts as approved. It counts only while the vault's own git
+    /// state shows a local, uncommitted move of a request `main` holds as pending, byte for
+    /// byte; whatever reaches `Approved/` through a commit (sync, merge, pull) is set aside
+    /// either way. Default `false`: approve with `aie approvals approve ID`.
+    pub accept_hand_moves: Option<bool>,
+    /// Hours an approval stays valid at most from the moment it is given, whatever the
+    /// request's own `expires_at` says (the earlier of the two applies). From 1 to 8760 (a
+    /// year). Default 168 (7 days).
+    #[schemars(range(min = 1, max = 8760))]
+    pub max_lifetime_hours: Option<u32>,
 }

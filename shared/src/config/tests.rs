@@ -242,6 +242,37 @@ fn refusal_audit_rate_is_read_and_checked() {
     assert_eq!(limits["refusal_audit_per_second"]["minimum"], 1);
 }
 
+/// `[approvals]`: hand moves off and 7 days at most unless the file says otherwise; a
+/// lifetime of 0 hours or over a year, or a non-boolean switch, is refused at its key and line.
+#[test]
+fn approvals_settings_are_read_and_checked() {
+    let approvals = at("").unwrap().approvals;
+    assert!(!approvals.accept_hand_moves);
+    assert_eq!(approvals.max_lifetime_hours, 168);
+    assert_eq!(approvals.max_lifetime(), chrono::TimeDelta::days(7));
+    let approvals = at("[approvals]\naccept_hand_moves = true\nmax_lifetime_hours = 24\n")
+        .unwrap()
+        .approvals;
+    assert!(approvals.accept_hand_moves);
+    assert_eq!(approvals.max_lifetime(), chrono::TimeDelta::hours(24));
+    assert_eq!(
+        errors_of("[approvals]\naccept_hand_moves = \"yes\"\nmax_lifetime_hours = 0\n"),
+        [
+            "/etc/aie/aie.toml:2: approvals.accept_hand_moves: expected true or false, found a string",
+            "/etc/aie/aie.toml:3: approvals.max_lifetime_hours: must be at least 1, found 0",
+        ]
+    );
+    assert_eq!(
+        errors_of("[approvals]\nmax_lifetime_hours = 87600\nmax_lifetime = \"7d\"\n"),
+        [
+            "/etc/aie/aie.toml:2: approvals.max_lifetime_hours: must be at most 8760, found 87600",
+            "/etc/aie/aie.toml:3: approvals.max_lifetime: unknown key; the keys here are accept_hand_moves, max_lifetime_hours",
+        ]
+    );
+    let props = &schema()["$defs"]["Approvals"]["properties"];
+    assert_eq!(props["max_lifetime_hours"]["maximum"], 8760);
+}
+
 /// Relative paths in the file are taken from its folder; secret files stay relative to the
 /// state folder.
 #[test]

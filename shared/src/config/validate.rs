@@ -14,12 +14,13 @@ use url::Url;
 
 use super::{
     model::{
-        Config, EmailConfig, GatewayClient, GatewayConfig, GitRemote, HttpConfig, ImapConfig,
-        Limits, PaymentsConfig, PolicyConfig, RateLimit, SmtpUrl, SyncConfig, TlsPaths, TriageRule,
-        Upstream, WhatsappConfig,
+        ApprovalsConfig, Config, EmailConfig, GatewayClient, GatewayConfig, GitRemote, HttpConfig,
+        ImapConfig, Limits, PaymentsConfig, PolicyConfig, RateLimit, SmtpUrl, SyncConfig, TlsPaths,
+        TriageRule, Upstream, WhatsappConfig,
     },
     raw::{
-        RawConfig, RawEmail, RawGateway, RawHttp, RawLimits, RawRateLimit, RawSync, RawUpstream,
+        RawApprovals, RawConfig, RawEmail, RawGateway, RawHttp, RawLimits, RawRateLimit, RawSync,
+        RawUpstream,
     },
     structure::{Found, Index, join, parent},
 };
@@ -126,6 +127,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path, ctx: &mut Ctx<'_>) -> Config
             .and_then(|p| state_path(ctx, "payments.api_key_file", p, vault.as_deref())),
     };
     let sync = sync(ctx, raw.sync);
+    let approvals = approvals(raw.approvals);
     Config {
         zone: raw.zone,
         agent,
@@ -142,6 +144,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path, ctx: &mut Ctx<'_>) -> Config
         whatsapp,
         payments,
         sync,
+        approvals,
     }
 }
 
@@ -915,5 +918,18 @@ fn sync(ctx: &mut Ctx<'_>, raw: RawSync) -> SyncConfig {
             raw.lease_minutes,
             defaults.lease_minutes,
         ),
+    }
+}
+
+/// `[approvals]`: the structural pass has checked `max_lifetime_hours`' range already.
+fn approvals(raw: RawApprovals) -> ApprovalsConfig {
+    let defaults = ApprovalsConfig::default();
+    ApprovalsConfig {
+        accept_hand_moves: raw.accept_hand_moves.unwrap_or(defaults.accept_hand_moves),
+        // Out of range was reported (and pruned) by the structural pass; never used anyway.
+        max_lifetime_hours: raw
+            .max_lifetime_hours
+            .filter(|hours| (1..=8760).contains(hours))
+            .unwrap_or(defaults.max_lifetime_hours),
     }
 }
