@@ -1,5 +1,9 @@
 //! `aie approvals list|show|approve|reject` and `aie audit verify`: the human's side, on the
 //! local machine, where the state folder (ledger, key, audit heads) lives.
+//!
+//! An approval lasts at most the local config's `[approvals] max_lifetime_hours` (the file
+//! `AIE_CONFIG` names, as for `aie up`; without one, 7 days), whatever the request's own
+//! `expires_at` says: `approve` records the capped expiry, `show` prints it.
 
 use std::{path::Path, process::ExitCode};
 
@@ -7,6 +11,7 @@ use aie_email_draft::{InDoubt, send::SendJournal};
 use aie_shared::{
     approvals::{Approvals, InDoubtSummary, PendingListing, local_user},
     audit,
+    config::{self, Config},
     vault::{ApprovalId, Vault},
 };
 use anyhow::Context;
@@ -15,8 +20,18 @@ use chrono::{DateTime, Utc};
 fn open(vault: &Path, state: &Path) -> anyhow::Result<Approvals> {
     let vault =
         Vault::open(vault).context("opening the vault (pass --vault DIR or set AIE_VAULT)")?;
-    Approvals::open(vault, state)
-        .with_context(|| format!("opening the approval ledger in {}", state.display()))
+    let approvals = Approvals::open(vault, state)
+        .with_context(|| format!("opening the approval ledger in {}", state.display()))?;
+    Ok(approvals.with_max_lifetime(local_config()?.approvals.max_lifetime()))
+}
+
+/// The local config: the file in `AIE_CONFIG`, else the defaults. A file that does not
+/// validate is an error, never replaced by defaults that may be laxer than it.
+fn local_config() -> anyhow::Result<Config> {
+    match std::env::var_os("AIE_CONFIG").filter(|v| !v.is_empty()) {
+        Some(path) => config::load(Path::new(&path)).map_err(|errors| anyhow::anyhow!("{errors}")),
+        None => Ok(Config::default()),
+    }
 }
 
 fn id(raw: &str) -> anyhow::Result<ApprovalId> {

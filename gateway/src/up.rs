@@ -17,6 +17,7 @@ use std::{
 use aie_email_draft::{EmailConfig, EmailDraft, SmtpConfig};
 use aie_shared::{
     HttpOptions, Metrics,
+    approvals::{Approvals, local_user},
     config::{self, Config, Overrides},
     http,
     policy::{DEFAULT_CLIENT_ROLE, Zone, cloud_forbidden_credentials},
@@ -348,6 +349,15 @@ async fn start_with_shutdown(settings: Settings, stop: CancellationToken) -> any
     std::fs::create_dir_all(&state)
         .with_context(|| format!("cannot create the state folder {}", state.display()))?;
 
+    // Hand moves made while the stack was down are adopted before opening the replica
+    // commits them (once committed, a move no longer counts as one).
+    if zone == Zone::Local && config.approvals.accept_hand_moves {
+        let (dir, state, config) = (vault.clone(), state.clone(), config.clone());
+        tokio::task::spawn_blocking(move || adopt_hand_moves_in(&dir, &state, &config))
+            .await
+            .context("adopting hand-moved approvals")?;
+    }
+
     // The replica first: a missing or empty vault is cloned (or laid out and pushed).
     let sync_zone = match zone {
         Zone::Cloud => aie_vault_claim::sync::Zone::Cloud,
@@ -369,6 +379,9 @@ async fn start_with_shutdown(settings: Settings, stop: CancellationToken) -> any
             None => anyhow::anyhow!("cannot open the vault {}: {e}", vault.display()),
         })?
     };
+    if zone == Zone::Local && config.approvals.accept_hand_moves {
+        install_hand_move_adoption(&replica, &state, &config)?;
+    }
     let replica = Arc::new(replica);
     // What the sync refuses from the remote is recorded in this agent's audit log.
     let audit = aie_shared::audit::AuditLog::open(replica.vault(), &state, agent.clone())
@@ -435,6 +448,66 @@ async fn start_with_shutdown(settings: Settings, stop: CancellationToken) -> any
         server,
         sync_loop,
     })
+}
+
+/// Adopts the owner's hand moves into `Approved/` of the vault at `dir`, if it exists and
+/// is a git clone already (a vault about to be cloned has none); problems are logged, the
+/// stack starts anyway (a move not adopted is set aside later, never run).
+fn adopt_hand_moves_in(dir: &Path, state: &Path, config: &Config) {
+    let ids = match aie_vault_claim::sync::hand_moves(dir) {
+        Ok(ids) if ids.is_empty() => return,
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(vault = %dir.display(), error = %e, "cannot look for hand moves into Approved/");
+            return;
+        }
+    };
+    let approvals = aie_shared::vault::Vault::open(dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|vault| Ok(Approvals::open(vault, state)?))
+        .map(|a| a.with_max_lifetime(config.approvals.max_lifetime()));
+    match approvals {
+        Ok(approvals) => adopt_and_log(&approvals, &ids),
+        Err(e) => {
+            tracing::error!(vault = %dir.display(), error = %e, "hand moves into Approved/ not adopted")
+        }
+    }
+}
+
+/// Makes `replica` adopt the owner's hand moves into `Approved/` before each full commit
+/// records them (`[approvals] accept_hand_moves`, local zone).
+fn install_hand_move_adoption(
+    replica: &Replica,
+    state: &Path,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let approvals = Approvals::open(replica.vault().clone(), state)
+        .with_context(|| format!("opening the approval ledger in {}", state.display()))?
+        .with_max_lifetime(config.approvals.max_lifetime());
+    let hook: aie_vault_claim::sync::replica::BeforeCommitHook =
+        Box::new(move |ids| adopt_and_log(&approvals, ids));
+    if !replica.set_before_commit(hook) {
+        bail!("the vault's replica already has a before-commit hook");
+    }
+    Ok(())
+}
+
+/// Adopts the hand moves `ids` as the local user's approvals and logs what became of each.
+fn adopt_and_log(approvals: &Approvals, ids: &[aie_shared::vault::ApprovalId]) {
+    match approvals.adopt_hand_moves(Zone::Local, &local_user(), ids) {
+        Ok(report) => {
+            for id in &report.adopted {
+                tracing::info!(approval_id = %id, "hand-moved approval adopted");
+            }
+            for (path, reason) in &report.set_aside {
+                tracing::warn!(%path, %reason, "hand-moved approval set aside");
+            }
+            for (path, problem) in &report.problems {
+                tracing::error!(%path, %problem, "hand-moved approval neither adopted nor set aside; it can never run");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "hand moves into Approved/ not adopted"),
+    }
 }
 
 /// The email-draft settings for `zone`: the cloud reads and drafts (never an SMTP server);

@@ -17,7 +17,7 @@ use aie::gateway::sha256_hex;
 use aie_e2e::{Aie, aie_bin, audit_records_in, maildir_holding, run, zones::INVOICE_MAIL};
 use aie_shared::{
     ToolError, ToolOutput, ToolServer, ToolSet, ToolSpec,
-    approvals::{Approvals, SyncArrivals},
+    approvals::Approvals,
     rmcp::{
         ClientLifecycleMode, ClientServiceExt,
         model::{CallToolRequestParams, CallToolResult, ClientConfig, JsonObject},
@@ -467,24 +467,6 @@ async fn local_execute_edited_after_approval() {
         .replace("bob@example.com", "mallory@example.net");
     std::fs::write(&path, edited).expect("edit");
     send_refused(&stack, &client, "edit-1", "Quarantine/edit-1.md").await;
-    stack.assert_nothing_executed();
-}
-
-/// A file that arrived in Approved/ through sync has no ledger entry: set aside, never run.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_execute_synced_into_approved() {
-    let stack = Stack::start("local", "").await;
-    let client = stack.client(OWNER).await;
-    let id = stack.draft("sync-1", "bob@example.com", TimeDelta::hours(1));
-    SyncArrivals::record(&stack.state, ["Approved/sync-1.md"]).expect("record");
-    std::fs::rename(
-        stack.vault.root().join("Pending_Approval/email/sync-1.md"),
-        stack.vault.root().join("Approved/sync-1.md"),
-    )
-    .expect("arrive");
-    send_refused(&stack, &client, id.as_str(), "through sync").await;
-    stack.refused_in_audit("email_send", "Quarantine/sync-1.md");
-    assert!(stack.vault.root().join("Quarantine/sync-1.md").is_file());
     stack.assert_nothing_executed();
 }
 

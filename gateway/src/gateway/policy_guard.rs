@@ -7,10 +7,12 @@
 //! 2. the policy: the cloud zone never runs an `execute` tool, a role only its classes and
 //!    tools, an unknown tool is `execute` (`Policy::decide`);
 //! 3. the tool's rate limit;
-//! 4. for an `execute` tool (local zone): an `approval_id`, hand-moved approvals adopted,
-//!    the owner's effect budgets, then `Approvals::authorize`, which marks the approval used
-//!    before anything is forwarded; and an audit record of the intent, whose failure
-//!    refuses the call.
+//! 4. for an `execute` tool (local zone): an `approval_id`, the owner's effect budgets, then
+//!    `Approvals::authorize`, which marks the approval used before anything is forwarded
+//!    (with `[approvals] accept_hand_moves`, it first adopts that one approval's file if the
+//!    vault's git state shows the owner moved it into `Approved/` by hand; every approval's
+//!    lifetime is capped by `[approvals] max_lifetime_hours`); and an audit record of the
+//!    intent, whose failure refuses the call.
 //!
 //! `after` records the outcome in the audit log and, for an execute call, in the approval
 //! ledger: a result is `ok` or `error`; a backend that failed or vanished after the call was
@@ -25,12 +27,13 @@ use std::{
 };
 
 use aie_shared::{
-    approvals::{Approvals, Outcome, QUARANTINE, Refused, SyncArrivals, local_user},
+    approvals::{Approvals, Outcome, Refused, local_user},
     audit::{AuditLog, CallStatus, ToolCall},
     config::{Config, Limits},
     policy::{Decision, EffectClass, Policy, Zone},
     vault::{AgentName, ApprovalId, ApprovalRequest, Vault, payload_sha256},
 };
+use aie_vault_claim::sync::GitHandMoves;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -95,7 +98,6 @@ struct CallData {
 struct Inner {
     zone: Zone,
     agent: AgentName,
-    state_dir: PathBuf,
     audit: AuditLog,
     /// The local zone's approvals; the cloud zone has none (it never executes).
     approvals: Option<Approvals>,
@@ -125,7 +127,8 @@ impl std::fmt::Debug for PolicyGuard {
 impl PolicyGuard {
     /// A guard for `zone` with `config`'s policy and limits, writing the audit log of `agent`
     /// in `vault` and keeping the ledger, budgets and audit head in `state_dir`. Blocking
-    /// file I/O (opening the log and the ledger).
+    /// file I/O (opening the log and the ledger). `config`'s `[approvals]` apply for the
+    /// guard's life (a reload does not change them).
     pub fn new(
         config: &Config,
         zone: Zone,
@@ -135,7 +138,7 @@ impl PolicyGuard {
     ) -> Result<Self, PolicyGuardError> {
         let audit = AuditLog::open(&vault, state_dir, agent.clone())?;
         let approvals = match zone {
-            Zone::Local => Some(Approvals::open(vault, state_dir)?),
+            Zone::Local => Some(local_approvals(config, vault, state_dir)?),
             Zone::Cloud => None,
         };
         let budgets = Budgets::load(state_dir).map_err(|source| PolicyGuardError::Budgets {
@@ -146,7 +149,6 @@ impl PolicyGuard {
             inner: Arc::new(Inner {
                 zone,
                 agent,
-                state_dir: state_dir.to_path_buf(),
                 audit,
                 approvals,
                 budgets: Mutex::new(budgets),
@@ -592,10 +594,10 @@ impl CallGuard for PolicyGuard {
 }
 
 impl PolicyGuard {
-    /// The local execute checks, in order, blocking: adopt hand-moved approvals, find the
-    /// payload to authorize, fit it in the budgets, authorize (marking the approval used),
-    /// spend the budgets. Returns the `seq` of the approval's `used` entry; the refusal is
-    /// the text the client reads.
+    /// The local execute checks, in order, blocking: find the payload to authorize, fit it
+    /// in the budgets, authorize (which adopts this one approval's hand move when the config
+    /// accepts them, and marks the approval used), spend the budgets. Returns the `seq` of
+    /// the approval's `used` entry; the refusal is the text the client reads.
     fn authorize(
         &self,
         approvals: &Approvals,
@@ -605,24 +607,6 @@ impl PolicyGuard {
         limits: &Limits,
     ) -> Result<u64, String> {
         let inner = &self.inner;
-        // A file moved into Approved/ by hand on this machine counts once recorded; one that
-        // came through sync is set aside here, before it could be authorized.
-        let synced = SyncArrivals::load(&inner.state_dir)
-            .map_err(|e| format!("cannot tell hand-moved approvals from synced ones: {e}"))?;
-        let adopted = approvals
-            .adopt_manual_approvals(Zone::Local, &local_user(), &synced)
-            .map_err(|e| format!("cannot check the approvals: {e}"))?;
-        // Set aside just now (it came through sync, or is unreadable, edited or expired):
-        // authorize would only find it gone, so say what happened to it.
-        let mine = format!("{QUARANTINE}/{id}");
-        if let Some((path, reason)) = adopted.set_aside.iter().find(|(path, _)| {
-            path.strip_prefix(&mine)
-                .is_some_and(|rest| rest == ".md" || rest.starts_with('~'))
-        }) {
-            return Err(format!(
-                "approval `{id}` refused: {reason}; its file was set aside to {path}"
-            ));
-        }
         // The payload to authorize. `{approval_id}` alone: the approved request's own
         // payload, from its file (authorize compares that file with the ledger, so an edited
         // file is caught there). `{approval_id, ...payload}`: the call's restatement, which
@@ -651,6 +635,24 @@ impl PolicyGuard {
         }
         Ok(authorized.use_seq)
     }
+}
+
+/// The local zone's approvals under `config`'s `[approvals]`: lifetimes capped, and hand
+/// moves into `Approved/` adopted at authorization only when `accept_hand_moves` is on, as
+/// the vault's git state shows them (`aie_vault_claim::sync::hand_moves`).
+fn local_approvals(
+    config: &Config,
+    vault: Vault,
+    state_dir: &Path,
+) -> Result<Approvals, PolicyGuardError> {
+    let root = vault.root().to_path_buf();
+    let approvals =
+        Approvals::open(vault, state_dir)?.with_max_lifetime(config.approvals.max_lifetime());
+    Ok(if config.approvals.accept_hand_moves {
+        approvals.accepting_hand_moves(Arc::new(GitHandMoves::new(&root)), &local_user())
+    } else {
+        approvals
+    })
 }
 
 /// A ledger refusal as the client reads it: the reason, and where the file was set aside.
@@ -735,6 +737,103 @@ mod tests {
             (12..=12 + refilled()).contains(&written),
             "{written} records"
         );
+    }
+
+    /// A local vault that is a git repository (no remote) with request `raw` drafted and
+    /// committed, then moved into `Approved/` by hand; its guard under `config_text`.
+    fn hand_moved(raw: &str, config_text: &str) -> (tempfile::TempDir, PolicyGuard, ApprovalId) {
+        use aie_vault_claim::sync::{Replica, Zone as SyncZone};
+        let dir = tempfile::tempdir().unwrap();
+        let agent = AgentName::new("local").unwrap();
+        let replica = Replica::open(
+            dir.path().join("vault"),
+            None,
+            agent.clone(),
+            SyncZone::Local,
+        )
+        .unwrap();
+        let vault = replica.vault().clone();
+        let id = ApprovalId::new(raw).unwrap();
+        let request = ApprovalRequest::new(
+            id.clone(),
+            aie_shared::vault::Domain::Email,
+            "email_send",
+            json!({"to": "alice@example.org", "subject": "Re: invoice", "body": "Paid."}),
+            AgentName::new("cloud").unwrap(),
+            chrono::Utc::now() + chrono::TimeDelta::hours(1),
+        );
+        vault.write_approval_request(&request).unwrap();
+        replica.sync().unwrap();
+        std::fs::rename(
+            vault
+                .root()
+                .join(format!("Pending_Approval/email/{raw}.md")),
+            vault.root().join(format!("Approved/{raw}.md")),
+        )
+        .unwrap();
+        let config =
+            aie_shared::config::parse(config_text, Path::new("/etc/aie/aie.toml")).unwrap();
+        let guard = PolicyGuard::new(
+            &config,
+            Zone::Local,
+            vault,
+            &dir.path().join("state"),
+            agent,
+        )
+        .unwrap();
+        (dir, guard, id)
+    }
+
+    /// The guard's approvals and its authorization of `id`'s own payload.
+    fn authorize_own(guard: &PolicyGuard, id: &ApprovalId) -> Result<u64, String> {
+        let approvals = guard.inner.approvals.clone().unwrap();
+        guard.authorize(&approvals, id, "email_send", None, &Limits::default())
+    }
+
+    /// By default a file the owner moves into Approved/ by hand is no approval: it is set
+    /// aside, the refusal says how to approve, nothing is marked used.
+    #[test]
+    fn hand_moves_are_set_aside_unless_accepted() {
+        let (dir, guard, id) = hand_moved("moved-1", "");
+        let why = authorize_own(&guard, &id).unwrap_err();
+        assert!(why.contains("accept_hand_moves is off"), "{why}");
+        assert!(why.contains("aie approvals approve moved-1"), "{why}");
+        assert!(dir.path().join("vault/Quarantine/moved-1.md").is_file());
+        let approvals = guard.inner.approvals.clone().unwrap();
+        let record = approvals
+            .ledger()
+            .read()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap();
+        assert!(record.approved.is_none() && record.used_at.is_none());
+    }
+
+    /// With `accept_hand_moves = true`, the same hand move is adopted when it is first
+    /// authorized (and runs), its lifetime capped by `max_lifetime_hours`.
+    #[test]
+    fn hand_moves_are_adopted_when_accepted() {
+        let (_dir, guard, id) = hand_moved(
+            "moved-2",
+            "[approvals]\naccept_hand_moves = true\nmax_lifetime_hours = 1\n",
+        );
+        authorize_own(&guard, &id).expect("adopted and authorized");
+        let approvals = guard.inner.approvals.clone().unwrap();
+        let record = approvals
+            .ledger()
+            .read()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap();
+        let approved = record.approved.unwrap();
+        assert_eq!(
+            approved.how,
+            aie_shared::approvals::ledger::HowApproved::MovedByHand
+        );
+        assert!(approved.expires_at <= chrono::Utc::now() + chrono::TimeDelta::hours(1));
+        assert!(record.used_at.is_some());
     }
 
     /// The approval id and the restated payload are told apart; a missing id says what to do.

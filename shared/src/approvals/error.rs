@@ -254,10 +254,20 @@ pub enum Refusal {
     },
 
     /// A file in `Approved/` with no approval given on this machine.
+    #[error("it is in Approved/ but no approval was given for it on this machine: {detail}")]
+    NoLedgerEntry {
+        /// How it may have got there, and what the owner does instead.
+        detail: String,
+    },
+
+    /// A file the owner moved into `Approved/` by hand that cannot be approved.
     #[error(
-        "it is in Approved/ but no approval was given for it on this machine: it arrived through sync or was put there by something else"
+        "it was moved into Approved/ by hand but cannot be approved: {detail}; have it drafted again"
     )]
-    NoLedgerEntry,
+    NotApprovable {
+        /// Why (unreadable, edited, expired).
+        detail: String,
+    },
 
     /// It was started and nobody knows whether it happened.
     #[error(
@@ -298,6 +308,9 @@ pub struct Refused {
     pub refusal: Refusal,
     /// Where its file was moved so it cannot cause an action (vault-relative), if it was.
     pub set_aside: Option<String>,
+    /// Why its file, which may never run, could not be moved (`Quarantine/` is a link or no
+    /// folder, a write failed): it stays where it is, and still never runs.
+    pub not_set_aside: Option<String>,
 }
 
 impl fmt::Display for Refused {
@@ -309,6 +322,12 @@ impl fmt::Display for Refused {
         )?;
         if let Some(path) = &self.set_aside {
             write!(f, "; its file was set aside to {path}")?;
+        }
+        if let Some(why) = &self.not_set_aside {
+            write!(
+                f,
+                "; its file could not be set aside ({why}), so it stays where it is and can never run"
+            )?;
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use std::{
     sync::{Mutex, MutexGuard, PoisonError},
 };
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,8 @@ impl fmt::Display for Outcome {
 pub enum HowApproved {
     /// `aie approvals approve ID`.
     Command,
-    /// The file moved by hand into `Approved/` on this machine (see `adopt_manual_approvals`).
+    /// The file moved by hand into `Approved/` on this machine, recognised from the vault's
+    /// git state (see `Approvals::adopt_hand_moves`).
     MovedByHand,
 }
 
@@ -90,8 +91,13 @@ pub enum Event {
         payload_sha256: String,
         /// The execute tool that may run it.
         tool: String,
-        /// After this it may not run.
+        /// After this it may not run: the request's own expiry, or the local config's
+        /// longest lifetime from the decision if that comes first.
         expires_at: DateTime<Utc>,
+        /// The request file's own `expires_at`, when the lifetime cap cut it short (absent
+        /// when the two are the same): what an unchanged file still says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requested_expires_at: Option<DateTime<Utc>>,
         /// The task it serves.
         task_id: Option<TaskId>,
         /// The local user who decided.
@@ -161,8 +167,10 @@ pub struct Approval {
     pub payload_sha256: String,
     /// The execute tool that may run it.
     pub tool: String,
-    /// After this it may not run.
+    /// After this it may not run (the lifetime cap at the decision applied).
     pub expires_at: DateTime<Utc>,
+    /// The request file's own `expires_at`, when the lifetime cap cut it short.
+    pub requested_expires_at: Option<DateTime<Utc>>,
     /// The task it serves.
     pub task_id: Option<TaskId>,
     /// Who approved it.
@@ -289,6 +297,22 @@ pub struct LedgerState {
     needs_newline: bool,
 }
 
+impl Approval {
+    /// When it stops being valid under a longest lifetime of `max_lifetime` from the
+    /// decision: its own expiry, or sooner when the config in force now is stricter than the
+    /// one it was approved under.
+    pub fn valid_until(&self, max_lifetime: TimeDelta) -> DateTime<Utc> {
+        self.decided_at
+            .checked_add_signed(max_lifetime)
+            .map_or(self.expires_at, |cap| cap.min(self.expires_at))
+    }
+
+    /// The `expires_at` an unchanged request file still carries.
+    pub fn file_expires_at(&self) -> DateTime<Utc> {
+        self.requested_expires_at.unwrap_or(self.expires_at)
+    }
+}
+
 impl LedgerState {
     /// What the ledger says about `id`.
     pub fn get(&self, id: &ApprovalId) -> Option<&LedgerRecord> {
@@ -319,6 +343,7 @@ impl LedgerState {
                 payload_sha256,
                 tool,
                 expires_at,
+                requested_expires_at,
                 task_id,
                 decided_by,
                 how,
@@ -330,6 +355,7 @@ impl LedgerState {
                         payload_sha256,
                         tool,
                         expires_at,
+                        requested_expires_at,
                         task_id,
                         decided_by,
                         decided_at: entry.at,

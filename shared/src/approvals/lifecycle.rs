@@ -1,16 +1,20 @@
 //! An approval's life on the vault, with the ledger as the single source of truth:
 //! approve or reject (ledger first, then the move), adopt hand-moved approvals, authorize an
 //! execution at most once, record its result, and set aside whatever may not run.
+//!
+//! Whether a file in `Approved/` was moved there by the owner's hand is a question about the
+//! vault's git state, which this crate cannot see: the caller answers it, with the ids it
+//! found ([`Approvals::adopt_hand_moves`]) or a [`HandMoveCheck`] asked for one id at a time
+//! ([`Approvals::accepting_hand_moves`]).
 
 use std::{
     collections::BTreeSet,
-    fs::{self, OpenOptions},
-    io::{self, Write},
+    fmt, io,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
@@ -33,8 +37,9 @@ pub const QUARANTINE: &str = "Quarantine";
 /// The folder under `Done/` where executed approval files go (apart from the tasks, which
 /// `Done/` lists).
 pub const DONE_APPROVALS: &str = "approvals";
-/// The state-folder file where sync records the vault paths it brought in.
-pub const SYNCED_PATHS_FILE: &str = "synced-paths";
+/// The longest an approval stays valid from the moment it is given, unless the local config
+/// says otherwise (`[approvals] max_lifetime_hours`): 7 days.
+pub const DEFAULT_MAX_LIFETIME: TimeDelta = TimeDelta::days(7);
 
 /// Longest kept result detail: a note, never a message body.
 const MAX_DETAIL: usize = 512;
@@ -87,13 +92,41 @@ pub struct Decided {
     pub path: String,
 }
 
-/// What `adopt_manual_approvals` did.
+/// What [`Approvals::adopt_hand_moves`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct AdoptReport {
     /// Files moved into `Approved/` by hand on this machine, now approved in the ledger.
     pub adopted: Vec<ApprovalId>,
     /// Files that may not run, moved to `Quarantine/`: (new path, reason).
     pub set_aside: Vec<(String, String)>,
+    /// Files that could be neither adopted nor moved (`Quarantine/` is a link, a write
+    /// failed): (path, what went wrong). They stay where they are, with no ledger approval,
+    /// so they can never run.
+    pub problems: Vec<(String, String)>,
+}
+
+/// Tells whether `Approved/<id>.md` got there by the owner's own hand on this machine: a
+/// local, uncommitted move of a request the vault's `main` holds as pending, byte for byte.
+/// The vault's git state answers that, so the caller implements it (vault-claim's
+/// `sync::hand_moves`); these approvals need no git.
+pub trait HandMoveCheck: fmt::Debug + Send + Sync {
+    /// Whether `Approved/<id>.md` is such a hand move. An error is never read as yes.
+    fn is_hand_move(&self, id: &ApprovalId) -> Result<bool, String>;
+}
+
+/// Hand moves accepted at authorization: the check, and whose decision they record.
+#[derive(Debug)]
+struct HandMoves {
+    check: Arc<dyn HandMoveCheck>,
+    by: String,
+}
+
+/// What became of one hand-moved file offered for adoption.
+enum Adoption {
+    /// An `approved` entry was written.
+    Adopted,
+    /// It may not run, for this reason.
+    Refused(String),
 }
 
 /// A go-ahead for one execution: the approval is marked used; call the server with exactly
@@ -133,74 +166,6 @@ pub struct ResultRecorded {
     pub problems: Vec<String>,
 }
 
-/// The vault paths the sync engine brought in from the remote.
-///
-/// The rule that tells a hand move from a sync arrival: sync calls
-/// [`SyncArrivals::record`] with every path it is about to create or change **before** it
-/// writes them into the working tree. A file in `Approved/` with no ledger entry whose path
-/// was ever recorded arrived through sync and is set aside; any other arrived by hand on
-/// this machine.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SyncArrivals {
-    paths: BTreeSet<String>,
-}
-
-impl SyncArrivals {
-    /// A set of vault-relative paths (with `/` separators).
-    pub fn new<S: Into<String>>(paths: impl IntoIterator<Item = S>) -> Self {
-        Self {
-            paths: paths.into_iter().map(Into::into).collect(),
-        }
-    }
-
-    /// Whether sync brought in this vault-relative path.
-    pub fn contains(&self, path: &str) -> bool {
-        self.paths.contains(path)
-    }
-
-    /// Every path recorded in `<state_dir>/synced-paths`; none when the file is missing.
-    pub fn load(state_dir: &Path) -> Result<Self, ApprovalError> {
-        let path = state_dir.join(SYNCED_PATHS_FILE);
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(Self::new(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned),
-            )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(ApprovalError::io(path, e)),
-        }
-    }
-
-    /// Appends paths to `<state_dir>/synced-paths` and flushes them to disk; sync calls this
-    /// before writing those paths into the vault.
-    pub fn record<S: AsRef<str>>(
-        state_dir: &Path,
-        paths: impl IntoIterator<Item = S>,
-    ) -> Result<(), ApprovalError> {
-        let path = state_dir.join(SYNCED_PATHS_FILE);
-        let mut text = String::new();
-        for p in paths {
-            // One path a line: a name with a line break cannot be recorded faithfully, and
-            // is no approval file anyway.
-            let p = p.as_ref();
-            if !p.contains('\n') {
-                text.push_str(p);
-                text.push('\n');
-            }
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| ApprovalError::io(&path, e))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_data())
-            .map_err(|e| ApprovalError::io(&path, e))
-    }
-}
-
 /// The human's approvals on one vault and state folder: decisions, authorization, results.
 /// Cheap to clone; clones share the in-flight set.
 #[derive(Debug, Clone)]
@@ -211,6 +176,11 @@ pub struct Approvals {
     /// Approvals authorized by this process whose result is not recorded yet: another call
     /// for one is "already used", while a used one not in this set is in doubt (a crash).
     in_flight: Arc<Mutex<BTreeSet<ApprovalId>>>,
+    /// The longest an approval stays valid from its decision, whatever its file says.
+    max_lifetime: TimeDelta,
+    /// When set, `authorize` adopts the one file it is asked about if this says the owner
+    /// moved it into `Approved/` by hand; without it, no hand move ever counts there.
+    hand_moves: Option<Arc<HandMoves>>,
 }
 
 impl Approvals {
@@ -221,7 +191,64 @@ impl Approvals {
             vault,
             state_dir: state_dir.to_path_buf(),
             in_flight: Arc::default(),
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            hand_moves: None,
         })
+    }
+
+    /// The same approvals with another longest lifetime (the local config's
+    /// `[approvals] max_lifetime_hours`): an approval given from now on expires at the
+    /// request's own `expires_at` or `max_lifetime` after the decision, whichever is first,
+    /// and one given before stops at `max_lifetime` after its decision too.
+    pub fn with_max_lifetime(mut self, max_lifetime: TimeDelta) -> Self {
+        self.max_lifetime = max_lifetime;
+        self
+    }
+
+    /// The same approvals, adopting at `authorize` a file with no ledger entry that `check`
+    /// says the owner moved into `Approved/` by hand (`[approvals] accept_hand_moves`),
+    /// recorded as decided by `by`. Only the approval being authorized is looked at.
+    pub fn accepting_hand_moves(mut self, check: Arc<dyn HandMoveCheck>, by: &str) -> Self {
+        self.hand_moves = Some(Arc::new(HandMoves {
+            check,
+            by: by.to_owned(),
+        }));
+        self
+    }
+
+    /// The longest an approval stays valid from its decision.
+    pub fn max_lifetime(&self) -> TimeDelta {
+        self.max_lifetime
+    }
+
+    /// The expiry an approval of a request expiring at `requested`, given at `now`, gets:
+    /// the earlier of the two limits, in whole seconds.
+    fn capped_expiry(&self, requested: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+        match now.checked_add_signed(self.max_lifetime) {
+            Some(cap) if cap < requested => cap.trunc_subsecs(0),
+            _ => requested,
+        }
+    }
+
+    /// The `approved` entry for `request`, decided by `by` at `now`, its lifetime capped.
+    fn approved_event(
+        &self,
+        request: &ApprovalRequest,
+        by: &str,
+        how: HowApproved,
+        now: DateTime<Utc>,
+    ) -> Event {
+        let meta = &request.meta;
+        let expires_at = self.capped_expiry(meta.expires_at, now);
+        Event::Approved {
+            payload_sha256: meta.payload_sha256.clone(),
+            tool: meta.tool.clone(),
+            expires_at,
+            requested_expires_at: (expires_at != meta.expires_at).then_some(meta.expires_at),
+            task_id: meta.task_id.clone(),
+            decided_by: by.to_owned(),
+            how,
+        }
     }
 
     /// The vault.
@@ -453,14 +480,7 @@ impl Approvals {
         // an entry whose file is still pending is finished by running approve again.
         locked.append(
             id,
-            Event::Approved {
-                payload_sha256: meta.payload_sha256.clone(),
-                tool: meta.tool.clone(),
-                expires_at: meta.expires_at,
-                task_id: meta.task_id.clone(),
-                decided_by: by.to_owned(),
-                how: HowApproved::Command,
-            },
+            self.approved_event(&request, by, HowApproved::Command, now),
         )?;
         let path = match found.place {
             Place::Pending(_) => self.move_into(&found.path, Path::new(APPROVED))?,
@@ -522,25 +542,29 @@ impl Approvals {
         })
     }
 
-    /// Local zone only: a file in `Approved/` with no ledger entry that did not arrive
-    /// through sync was moved there by hand on this machine, and counts as approved by `by`
-    /// (if its payload matches its hash and it has not expired). Files that arrived through
-    /// sync, and hand-moved ones that may not run, are set aside.
-    pub fn adopt_manual_approvals(
+    /// Local zone only: adopts the hand moves among `candidates`, the ids whose file in
+    /// `Approved/` the caller found to be a local, uncommitted move of a pending request
+    /// (vault-claim's `sync::hand_moves`, run before the sync commits the move). Each one
+    /// with no decision or use in the ledger gets an `approved` entry (`moved_by_hand`,
+    /// decided by `by`, its lifetime capped) if it is readable, matches its hash and has not
+    /// expired; else it is set aside. A file that can be neither is reported in `problems`
+    /// and left where it is, never runnable; it never stops the others. Files in `Approved/`
+    /// that are not candidates are not looked at: `authorize` sets them aside.
+    pub fn adopt_hand_moves(
         &self,
         zone: Zone,
         by: &str,
-        synced: &SyncArrivals,
+        candidates: &[ApprovalId],
     ) -> Result<AdoptReport, ApprovalError> {
-        self.adopt_at(zone, by, synced, Utc::now())
+        self.adopt_at(zone, by, candidates, Utc::now())
     }
 
-    /// [`Approvals::adopt_manual_approvals`] as if the time were `now`.
+    /// [`Approvals::adopt_hand_moves`] as if the time were `now`.
     pub(crate) fn adopt_at(
         &self,
         zone: Zone,
         by: &str,
-        synced: &SyncArrivals,
+        candidates: &[ApprovalId],
         now: DateTime<Utc>,
     ) -> Result<AdoptReport, ApprovalError> {
         if zone != Zone::Local {
@@ -549,62 +573,124 @@ impl Approvals {
         let mut locked = self.ledger.lock()?;
         self.ensure_sound(&locked)?;
         let mut report = AdoptReport::default();
-        let dir = self.vault.root().join(APPROVED);
-        for path in self.vault.markdown_files(&dir)? {
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-            // A name that is no approval id can never be authorized; `check` reports it.
-            let Ok(id) = ApprovalId::new(stem.as_ref()) else {
-                continue;
-            };
-            if locked.state.get(&id).is_some_and(|r| {
+        for id in candidates {
+            if locked.state.get(id).is_some_and(|r| {
                 r.approved.is_some() || r.rejected.is_some() || r.used_at.is_some()
             }) {
                 continue;
             }
+            let path = self.approved_path(id);
+            if !self.vault.is_plain_file(&path) {
+                continue;
+            }
             let rel = self.vault.rel(&path);
-            let verdict = if locked.state.bad_mac_ids.contains(id.as_str()) {
-                Err("a forged ledger line names it".to_owned())
-            } else if synced.contains(&rel) {
-                Err("it arrived in Approved/ through sync; no approval was given for it on this machine".to_owned())
+            let reason = if locked.state.bad_mac_ids.contains(id.as_str()) {
+                "a forged ledger line names it".to_owned()
             } else {
-                match self.read_request(&id, &path) {
-                    Err(e) => Err(format!("it cannot be read: {e}")),
-                    Ok(request) if !request.hash_matches() => {
-                        Err("its payload does not match its payload_sha256".to_owned())
+                match self.adopt_one(&mut locked, id, &path, by, now) {
+                    Ok(Adoption::Adopted) => {
+                        report.adopted.push(id.clone());
+                        continue;
                     }
-                    Ok(request) if now >= request.meta.expires_at => Err(format!(
-                        "it expired at {}",
-                        request
-                            .meta
-                            .expires_at
-                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    )),
-                    Ok(request) => Ok(request),
+                    Ok(Adoption::Refused(reason)) => reason,
+                    Err(e) => {
+                        report.problems.push((rel, e.to_string()));
+                        continue;
+                    }
                 }
             };
-            match verdict {
-                Ok(request) => {
-                    let meta = request.meta;
-                    locked.append(
-                        &id,
-                        Event::Approved {
-                            payload_sha256: meta.payload_sha256,
-                            tool: meta.tool,
-                            expires_at: meta.expires_at,
-                            task_id: meta.task_id,
-                            decided_by: by.to_owned(),
-                            how: HowApproved::MovedByHand,
-                        },
-                    )?;
-                    report.adopted.push(id);
-                }
-                Err(reason) => {
-                    let to = self.set_aside(&mut locked, &id, &path, &reason)?;
-                    report.set_aside.push((to, reason));
+            match self.set_aside(&mut locked, id, &path, &reason) {
+                Ok(to) => report.set_aside.push((to, reason)),
+                Err(e) => {
+                    tracing::error!(approval_id = %id, error = %e, %reason, "could not set aside; the file stays, never runnable");
+                    report.problems.push((
+                        rel,
+                        format!("{reason}; it could not be set aside ({e}), so it stays where it is, never runnable"),
+                    ));
                 }
             }
         }
         Ok(report)
+    }
+
+    /// Approves the hand-moved file `path` of `id` under the lock when it may run (readable,
+    /// its payload matching its hash, not expired); else says why not.
+    fn adopt_one(
+        &self,
+        locked: &mut Locked<'_>,
+        id: &ApprovalId,
+        path: &Path,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Adoption, ApprovalError> {
+        let request = match self.read_request(id, path) {
+            Ok(request) => request,
+            Err(e) => return Ok(Adoption::Refused(format!("it cannot be read: {e}"))),
+        };
+        if !request.hash_matches() {
+            return Ok(Adoption::Refused(
+                "its payload does not match its payload_sha256".to_owned(),
+            ));
+        }
+        if now >= request.meta.expires_at {
+            return Ok(Adoption::Refused(format!(
+                "it expired at {}",
+                request
+                    .meta
+                    .expires_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )));
+        }
+        locked.append(
+            id,
+            self.approved_event(&request, by, HowApproved::MovedByHand, now),
+        )?;
+        tracing::info!(approval_id = %id, %by, "hand-moved approval adopted");
+        Ok(Adoption::Adopted)
+    }
+
+    /// At `authorize`, with hand moves accepted: adopts `id`'s file in `Approved/` when it
+    /// has no ledger decision and the [`HandMoveCheck`] says the owner moved it there. Only
+    /// this one id is looked at; anything else is left to `check`.
+    fn adopt_for_authorize(
+        &self,
+        locked: &mut Locked<'_>,
+        id: &ApprovalId,
+        now: DateTime<Utc>,
+    ) -> Result<(), Verdict> {
+        let Some(hand) = self.hand_moves.as_deref() else {
+            return Ok(());
+        };
+        let state = &locked.state;
+        let undecided = state
+            .get(id)
+            .is_none_or(|r| r.approved.is_none() && r.rejected.is_none() && r.used_at.is_none());
+        if !undecided || state.damage().is_some() || state.bad_mac_ids.contains(id.as_str()) {
+            return Ok(());
+        }
+        let path = self.approved_path(id);
+        if !self.vault.is_plain_file(&path) {
+            return Ok(());
+        }
+        match hand.check.is_hand_move(id) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(approval_id = %id, error = %e, "cannot tell whether it was moved by hand");
+                return Err(Verdict::Refuse(Refusal::NotApproved {
+                    detail: format!(
+                        "whether it was moved into Approved/ by hand cannot be told ({e}); approve it with `aie approvals approve {id}`"
+                    ),
+                }));
+            }
+        }
+        match self.adopt_one(locked, id, &path, &hand.by, now) {
+            Ok(Adoption::Adopted) => Ok(()),
+            Ok(Adoption::Refused(detail)) => {
+                Err(Verdict::SetAside(Refusal::NotApprovable { detail }))
+            }
+            Err(e) => Err(Verdict::Refuse(Refusal::Unavailable(Box::new(e)))),
+        }
     }
 
     /// Moves a file that may not run into `Quarantine/` (as `<id>.md`, or `<id>~<n>.md` when
@@ -671,12 +757,16 @@ impl Approvals {
             approval_id: id.clone(),
             refusal,
             set_aside,
+            not_set_aside: None,
         };
         let mut locked = self
             .ledger
             .lock()
             .map_err(|e| refused(Refusal::Unavailable(Box::new(e)), None))?;
-        let (approval, request) = match self.check(&locked, id, tool, args, now) {
+        let checked = self
+            .adopt_for_authorize(&mut locked, id, now)
+            .and_then(|()| self.check(&locked, id, tool, args, now));
+        let (approval, request) = match checked {
             Ok(checked) => checked,
             Err(Verdict::Refuse(refusal)) => return Err(refused(refusal, None)),
             Err(Verdict::Finish(refusal)) => {
@@ -691,19 +781,19 @@ impl Approvals {
             }
             Err(Verdict::SetAside(refusal)) => {
                 let path = self.approved_path(id);
-                let moved = if self.vault.is_plain_file(&path) {
-                    match self.set_aside(&mut locked, id, &path, &refusal.to_string()) {
-                        Ok(to) => Some(to),
+                let mut out = refused(refusal, None);
+                if self.vault.is_plain_file(&path) {
+                    match self.set_aside(&mut locked, id, &path, &out.refusal.to_string()) {
+                        Ok(to) => out.set_aside = Some(to),
                         Err(e) => {
-                            // Refused all the same; the file stays where it is, still unable to run.
+                            // Refused all the same; the file stays where it is, still unable
+                            // to run, and the refusal says so.
                             tracing::error!(approval_id = %id, error = %e, "could not set aside");
-                            None
+                            out.not_set_aside = Some(e.to_string());
                         }
                     }
-                } else {
-                    None
-                };
-                return Err(refused(refusal, moved));
+                }
+                return Err(out);
             }
         };
         let used = locked
@@ -769,7 +859,16 @@ impl Approvals {
         let in_approved = self.vault.is_plain_file(&path);
         let Some(approval) = record.approved else {
             if in_approved {
-                return Err(Verdict::SetAside(Refusal::NoLedgerEntry));
+                let detail = if self.hand_moves.is_some() {
+                    "it is not a move of a pending request made by hand here and not yet committed: it came through a commit (sync, a merge, a pull) or was written there"
+                } else {
+                    "moving a file into Approved/ by hand does not approve it here ([approvals] accept_hand_moves is off)"
+                };
+                return Err(Verdict::SetAside(Refusal::NoLedgerEntry {
+                    detail: format!(
+                        "{detail}; the owner approves with `aie approvals approve {id}`"
+                    ),
+                }));
             }
             let pending = self.find(id).ok().and_then(|found| {
                 found.into_iter().find_map(|f| match f.place {
@@ -808,7 +907,7 @@ impl Approvals {
         if meta.tool != approval.tool {
             changed.push("tool");
         }
-        if meta.expires_at != approval.expires_at {
+        if meta.expires_at != approval.file_expires_at() {
             changed.push("expires_at");
         }
         if meta.task_id != approval.task_id {
@@ -819,10 +918,9 @@ impl Approvals {
                 detail: format!("changed: {}", changed.join(", ")),
             }));
         }
-        if now >= approval.expires_at {
-            return Err(Verdict::SetAside(Refusal::Expired {
-                at: approval.expires_at,
-            }));
+        let valid_until = approval.valid_until(self.max_lifetime);
+        if now >= valid_until {
+            return Err(Verdict::SetAside(Refusal::Expired { at: valid_until }));
         }
         if tool != approval.tool {
             return Err(Verdict::Refuse(Refusal::ArgumentsDiffer {

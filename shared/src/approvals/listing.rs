@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -256,6 +256,13 @@ pub struct ApprovalView {
     pub payload_matches: Option<bool>,
     /// What the ledger says.
     pub ledger: Option<LedgerRecord>,
+    /// When the approval stops being valid, if it was given: the request's own expiry or
+    /// the local config's longest lifetime from the decision, whichever comes first. This
+    /// is the expiry `authorize` enforces, not the file's. For a pending request whose own
+    /// expiry is beyond that cap: when an approval given now would expire.
+    pub valid_until: Option<DateTime<Utc>>,
+    /// The local config's longest lifetime of an approval, in hours.
+    pub max_lifetime_hours: i64,
     /// The ledger's first problem, if it fails its checks.
     pub ledger_damage: Option<String>,
 }
@@ -313,7 +320,19 @@ impl Approvals {
             request.as_ref(),
             self.is_in_flight(id),
             now,
+            self.max_lifetime(),
         );
+        let valid_until = record
+            .as_ref()
+            .and_then(|r| r.approved.as_ref())
+            .map(|a| a.valid_until(self.max_lifetime()));
+        // Still to be decided: the expiry an approval given now would get, when the cap
+        // cuts the request's own short.
+        let valid_until = valid_until.or_else(|| {
+            let requested = request.as_ref()?.meta.expires_at;
+            let cap = now.checked_add_signed(self.max_lifetime())?;
+            (matches!(status, ApprovalStatus::Pending) && cap < requested).then_some(cap)
+        });
         Ok(ApprovalView {
             approval_id: id.clone(),
             status,
@@ -328,6 +347,8 @@ impl Approvals {
             request,
             file_error,
             ledger: record,
+            valid_until,
+            max_lifetime_hours: self.max_lifetime().num_hours(),
             ledger_damage: state.damage().map(ToString::to_string),
         })
     }
@@ -340,6 +361,7 @@ fn status_of(
     request: Option<&ApprovalRequest>,
     in_flight: bool,
     now: DateTime<Utc>,
+    max_lifetime: TimeDelta,
 ) -> ApprovalStatus {
     let expired = |at: DateTime<Utc>| now >= at;
     if let Some(record) = record {
@@ -358,7 +380,7 @@ fn status_of(
             return ApprovalStatus::SetAside;
         }
         if let Some(approval) = &record.approved {
-            return if expired(approval.expires_at) {
+            return if expired(approval.valid_until(max_lifetime)) {
                 ApprovalStatus::Expired
             } else {
                 ApprovalStatus::Approved
@@ -403,6 +425,15 @@ impl fmt::Display for ApprovalView {
                 time(&meta.requested_at),
                 time(&meta.expires_at)
             )?;
+            let decided = self.ledger.as_ref().is_some_and(|r| r.approved.is_some());
+            if let Some(until) = self.valid_until.filter(|_| !decided) {
+                writeln!(
+                    f,
+                    "approved now, it would be valid until {} only (an approval lasts at most {} hours here: [approvals] max_lifetime_hours)",
+                    time(&until),
+                    self.max_lifetime_hours
+                )?;
+            }
             if let Some(task) = &meta.task_id {
                 writeln!(f, "task: {task}")?;
             }
@@ -436,6 +467,18 @@ impl fmt::Display for ApprovalView {
                     a.decided_by,
                     time(&a.decided_at)
                 )?;
+                let until = self.valid_until.unwrap_or(a.expires_at);
+                if until < a.file_expires_at() {
+                    writeln!(
+                        f,
+                        "valid until {} (the request asks for {}; an approval lasts at most {} hours here: [approvals] max_lifetime_hours)",
+                        time(&until),
+                        time(&a.file_expires_at()),
+                        self.max_lifetime_hours
+                    )?;
+                } else {
+                    writeln!(f, "valid until {}", time(&until))?;
+                }
             }
             if let Some(r) = &record.rejected {
                 writeln!(

@@ -2,7 +2,9 @@
 //!
 //! A draft tool files an [`ApprovalRequest`](crate::vault::ApprovalRequest) in
 //! `Pending_Approval/<domain>/`. On the local machine the human approves or rejects it
-//! (`aie approvals approve|reject ID`, or by moving the file into `Approved/` by hand). Each
+//! (`aie approvals approve|reject ID`, or, when the config allows it, by moving the file into
+//! `Approved/` by hand, which only the vault's git state can tell from a file that came
+//! through a commit). Each
 //! decision is written first to the **approval ledger** in the local state folder, which
 //! never syncs and whose entries are authenticated with a key that never leaves the
 //! machine; only then does the file move. When an execute tool is called, [`Approvals::authorize`]
@@ -14,8 +16,9 @@
 //! # Layout
 //! - [`ledger`]: `<state>/approvals.jsonl` and `<state>/approval.key`: HMAC-authenticated,
 //!   append-only entries, folded into each approval's record.
-//! - [`lifecycle`]: approve, reject, adopt hand-moved approvals, authorize, record results,
-//!   set aside.
+//! - [`lifecycle`]: approve, reject, adopt hand-moved approvals (the caller tells which
+//!   they are, [`HandMoveCheck`]), authorize, record results, set aside; every approval's
+//!   lifetime capped by the local config.
 //! - [`listing`]: `list_pending` and `show`, what `aie approvals list|show` print.
 //! - `error` (private): [`ApprovalError`], [`Refusal`] and [`Refused`].
 //!
@@ -30,7 +33,8 @@ pub use ledger::{ApprovalLedger, LedgerRecord, LedgerState, Outcome, ReleasedUse
 
 pub mod lifecycle;
 pub use lifecycle::{
-    AdoptReport, Approvals, Authorized, Decided, Place, QUARANTINE, ResultRecorded, SyncArrivals,
+    AdoptReport, Approvals, Authorized, DEFAULT_MAX_LIFETIME, Decided, HandMoveCheck, Place,
+    QUARANTINE, ResultRecorded,
 };
 
 pub mod listing;

@@ -470,15 +470,19 @@ fn approvals_refuse_file_edited_after_approval() {
 }
 
 /// A file that arrives in Approved/ with no local decision (through sync, or forged) never
-/// runs: authorize sets it aside, and so does adoption when sync recorded it.
+/// runs: authorize sets it aside, naming how the owner approves instead.
 #[test]
 fn approvals_refuse_sync_arrival() {
     let fx = Fixture::new();
     let a1 = fx.arrive("a1");
     assert_eq!(fx.status(&a1), ApprovalStatus::Unverified);
     let refused = refusal(fx.authorize(&a1));
-    assert_refused!(refused, Refusal::NoLedgerEntry);
+    assert_refused!(refused, Refusal::NoLedgerEntry { .. });
     assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/a1.md"));
+    assert!(
+        refused.to_string().contains("aie approvals approve a1"),
+        "{refused}"
+    );
     fx.assert_unused(&a1);
     // Arriving again: set aside again, next to the first copy, never replacing it.
     fx.arrive("a1");
@@ -488,46 +492,60 @@ fn approvals_refuse_sync_arrival() {
     assert_eq!(view.status, ApprovalStatus::SetAside);
     assert_eq!(view.other_paths.len(), 1, "{view}");
     fx.assert_unused(&a1);
-
-    let a2 = fx.arrive("a2");
-    SyncArrivals::record(&fx.state(), ["Approved/a2.md", "Needs_Action/email/x.md"])
-        .expect("record");
-    let synced = SyncArrivals::load(&fx.state()).expect("load");
-    let report = fx
-        .approvals
-        .adopt_manual_approvals(Zone::Local, "owner", &synced)
-        .expect("adopt");
-    assert!(report.adopted.is_empty());
-    assert_eq!(report.set_aside.len(), 1);
-    assert_eq!(report.set_aside[0].0, "Quarantine/a2.md");
-    assert!(
-        report.set_aside[0].1.contains("through sync"),
-        "{:?}",
-        report.set_aside
-    );
-    let refused = refusal(fx.authorize(&a2));
-    assert_refused!(refused, Refusal::NotApproved { .. });
-    fx.assert_unused(&a2);
 }
 
-/// A file moved into Approved/ by hand on the local machine counts, once adopted; the cloud
-/// zone cannot adopt; a hand-moved file that was edited is set aside instead.
+/// The caller's answer to "was this moved here by hand?", as a fixed set of ids, counting
+/// how often it is asked.
+#[derive(Debug, Default)]
+struct HandMovedIds {
+    ids: Vec<String>,
+    asked: std::sync::atomic::AtomicUsize,
+    broken: bool,
+}
+
+impl HandMoveCheck for HandMovedIds {
+    fn is_hand_move(&self, id: &ApprovalId) -> Result<bool, String> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.broken {
+            return Err("the vault's git state cannot be read".into());
+        }
+        Ok(self.ids.iter().any(|i| i == id.as_str()))
+    }
+}
+
+/// The fixture's approvals accepting the hand moves `ids`, and the check, to count its uses.
+fn accepting(fx: &Fixture, ids: &[&str]) -> (Approvals, Arc<HandMovedIds>) {
+    let check = Arc::new(HandMovedIds {
+        ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        ..HandMovedIds::default()
+    });
+    let approvals = fx
+        .reopen()
+        .expect("open")
+        .accepting_hand_moves(check.clone(), "owner");
+    (approvals, check)
+}
+
+/// Hand moves the caller found are adopted on the local zone only; one that was edited is
+/// set aside; files the caller did not name are not even looked at.
 #[test]
-fn approvals_manual_move_is_adopted_on_local_only() {
+fn approvals_hand_moves_named_by_the_caller_are_adopted_on_local_only() {
     let fx = Fixture::new();
     let a1 = fx.draft("a1");
     fx.move_file("Pending_Approval/email/a1.md", "Approved/a1.md")
         .expect("mv");
-    let none = SyncArrivals::default();
     let cloud = fx
         .approvals
-        .adopt_manual_approvals(Zone::Cloud, "owner", &none);
+        .adopt_hand_moves(Zone::Cloud, "owner", std::slice::from_ref(&a1));
     assert!(matches!(cloud, Err(ApprovalError::NotLocal)), "{cloud:?}");
+    let other = fx.arrive("other");
     let report = fx
         .approvals
-        .adopt_manual_approvals(Zone::Local, "owner", &none)
+        .adopt_hand_moves(Zone::Local, "owner", std::slice::from_ref(&a1))
         .expect("adopt");
     assert_eq!(report.adopted, vec![a1.clone()]);
+    assert!(report.set_aside.is_empty() && report.problems.is_empty());
+    assert!(fx.exists("Approved/other.md"), "not a candidate: untouched");
     assert!(
         fx.approvals
             .show(&a1)
@@ -536,6 +554,13 @@ fn approvals_manual_move_is_adopted_on_local_only() {
             .contains("by moving the file")
     );
     fx.authorize(&a1).expect("authorized");
+    // Named again: decided already, nothing happens.
+    let again = fx
+        .approvals
+        .adopt_hand_moves(Zone::Local, "owner", std::slice::from_ref(&a1))
+        .expect("adopt");
+    assert_eq!(again, AdoptReport::default());
+    assert_refused!(refusal(fx.authorize(&other)), Refusal::NoLedgerEntry { .. });
 
     let a2 = fx.draft("a2");
     let text = fs::read_to_string(fx.path("Pending_Approval/email/a2.md")).expect("read");
@@ -547,11 +572,211 @@ fn approvals_manual_move_is_adopted_on_local_only() {
     fs::remove_file(fx.path("Pending_Approval/email/a2.md")).expect("mv");
     let report = fx
         .approvals
-        .adopt_manual_approvals(Zone::Local, "owner", &none)
+        .adopt_hand_moves(Zone::Local, "owner", std::slice::from_ref(&a2))
         .expect("adopt");
     assert!(report.adopted.is_empty(), "{report:?}");
     assert_eq!(report.set_aside[0].0, "Quarantine/a2.md");
     fx.assert_unused(&a2);
+}
+
+/// With hand moves accepted, `authorize` asks about the one id it authorizes, adopts it
+/// when the caller says the owner moved it, and sets aside one the caller does not vouch
+/// for; without them, a hand move is set aside, and the refusal says how to approve.
+#[test]
+fn approvals_authorize_adopts_only_the_hand_move_it_is_asked_about() {
+    let fx = Fixture::new();
+    let moved = fx.draft("moved");
+    fx.move_file("Pending_Approval/email/moved.md", "Approved/moved.md")
+        .expect("mv");
+    for n in 0..50 {
+        fx.arrive(&format!("junk{n}"));
+    }
+    let (approvals, check) = accepting(&fx, &["moved"]);
+    let go = approvals
+        .authorize(&moved, "email_send", &reply())
+        .expect("adopted and authorized");
+    assert_eq!(check.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let record = fx.ledger_state().get(&moved).cloned().expect("record");
+    assert_eq!(
+        record.approved.expect("approved").how,
+        ledger::HowApproved::MovedByHand
+    );
+    assert_eq!(go.use_seq, 2);
+    assert!(
+        fx.exists("Approved/junk7.md"),
+        "the others are not looked at"
+    );
+
+    let refused = refusal(approvals.authorize(&id("junk7"), "email_send", &reply()));
+    assert_refused!(refused, Refusal::NoLedgerEntry { .. });
+    assert!(
+        refused.to_string().contains("came through a commit"),
+        "{refused}"
+    );
+    assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/junk7.md"));
+
+    // Accepted, but edited on the way: set aside with the reason.
+    let edited = fx.draft("edited");
+    let text = fs::read_to_string(fx.path("Pending_Approval/email/edited.md")).expect("read");
+    fs::write(
+        fx.path("Approved/edited.md"),
+        text.replace("Paid", "Unpaid"),
+    )
+    .expect("edit");
+    fs::remove_file(fx.path("Pending_Approval/email/edited.md")).expect("rm");
+    let (approvals, _) = accepting(&fx, &["edited"]);
+    let refused = refusal(approvals.authorize(&edited, "email_send", &reply()));
+    assert_refused!(refused, Refusal::NotApprovable { .. });
+    assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/edited.md"));
+    fx.assert_unused(&edited);
+
+    // The check cannot answer: refused, the file left for the owner, nothing written.
+    let unsure = fx.draft("unsure");
+    fx.move_file("Pending_Approval/email/unsure.md", "Approved/unsure.md")
+        .expect("mv");
+    let broken = Arc::new(HandMovedIds {
+        ids: vec!["unsure".into()],
+        broken: true,
+        ..HandMovedIds::default()
+    });
+    let approvals = fx
+        .reopen()
+        .expect("open")
+        .accepting_hand_moves(broken, "owner");
+    let refused = refusal(approvals.authorize(&unsure, "email_send", &reply()));
+    assert_refused!(refused, Refusal::NotApproved { .. });
+    assert!(fx.exists("Approved/unsure.md"));
+    assert!(fx.ledger_state().get(&unsure).is_none());
+
+    // Not accepted (the default): the same move is set aside.
+    let refused = refusal(fx.authorize(&unsure));
+    assert_refused!(refused, Refusal::NoLedgerEntry { .. });
+    assert!(
+        refused.to_string().contains("accept_hand_moves is off"),
+        "{refused}"
+    );
+    assert_eq!(refused.set_aside.as_deref(), Some("Quarantine/unsure.md"));
+}
+
+/// One file that cannot be set aside (Quarantine/ is a link) blocks nothing: the genuine
+/// approval next to it runs, the bad file stays, unrunnable, and both the refusal and the
+/// adoption report say why.
+#[test]
+fn approvals_one_bad_file_never_blocks_another() {
+    let fx = Fixture::new();
+    let bait = fx.bait_link("Quarantine");
+    let good = fx.approved("good");
+    let moved = fx.draft("moved");
+    fx.move_file("Pending_Approval/email/moved.md", "Approved/moved.md")
+        .expect("mv");
+    fs::write(fx.path("Approved/junk.md"), "no front matter at all\n").expect("junk");
+    let (approvals, _) = accepting(&fx, &["junk", "moved"]);
+    let report = approvals
+        .adopt_hand_moves(Zone::Local, "owner", &[id("junk"), moved.clone()])
+        .expect("adopt");
+    assert_eq!(report.adopted, vec![moved.clone()]);
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(
+        report.problems[0].1.contains("could not be set aside"),
+        "{report:?}"
+    );
+    let refused = refusal(approvals.authorize(&id("junk"), "email_send", &reply()));
+    assert!(refused.set_aside.is_none());
+    assert!(
+        refused
+            .to_string()
+            .contains("stays where it is and can never run"),
+        "{refused}"
+    );
+    assert!(fx.exists("Approved/junk.md"));
+    approvals
+        .authorize(&good, "email_send", &reply())
+        .expect("the genuine approval runs");
+    approvals
+        .authorize(&moved, "email_send", &reply())
+        .expect("the adopted one runs");
+    assert_eq!(fs::read_dir(&bait).expect("bait").count(), 0);
+}
+
+/// An approval lasts at most the configured lifetime from its decision, whatever the file
+/// says (year 9022 included): `approve` and adoption write the capped expiry, `show` shows
+/// it, `authorize` enforces it, and the unchanged file still matches the ledger. A stricter
+/// config at authorization also bounds approvals given before.
+#[test]
+fn approvals_lifetime_is_capped_by_the_local_config() {
+    let fx = Fixture::new();
+    let far = chrono::DateTime::parse_from_rfc3339("9022-01-01T00:00:00Z")
+        .expect("time")
+        .to_utc();
+    let file_far = |raw: &str| {
+        let mut request = request(raw, &reply(), TimeDelta::hours(1));
+        request.meta.expires_at = far;
+        fx.vault()
+            .write_approval_request(&request)
+            .expect("write request");
+        id(raw)
+    };
+    let day = TimeDelta::hours(24);
+    let approvals = fx.reopen().expect("open").with_max_lifetime(day);
+    let now = chrono::Utc::now();
+
+    let a1 = file_far("a1");
+    let pending = approvals.show(&a1).expect("show").to_string();
+    assert!(
+        pending.contains("approved now, it would be valid until"),
+        "{pending}"
+    );
+    approvals.approve_at(&a1, "owner", now).expect("approve");
+    let approved = fx
+        .ledger_state()
+        .get(&a1)
+        .cloned()
+        .unwrap()
+        .approved
+        .unwrap();
+    assert!(
+        approved.expires_at <= now + day && approved.expires_at > now + day - TimeDelta::seconds(2)
+    );
+    assert_eq!(approved.requested_expires_at, Some(far));
+    let shown = approvals.show(&a1).expect("show");
+    assert_eq!(shown.valid_until, Some(approved.expires_at));
+    assert!(shown.to_string().contains("max_lifetime_hours"), "{shown}");
+    let later = now + day + TimeDelta::minutes(1);
+    let refused = refusal(approvals.authorize_at(&a1, "email_send", &reply(), later));
+    assert_refused!(refused, Refusal::Expired { .. });
+    let a1b = file_far("a1b");
+    approvals.approve_at(&a1b, "owner", now).expect("approve");
+    approvals
+        .authorize_at(&a1b, "email_send", &reply(), now + TimeDelta::hours(1))
+        .expect("within the cap, the unchanged file matches the ledger");
+
+    // Adopted by hand: capped the same way.
+    let a2 = file_far("a2");
+    fx.move_file("Pending_Approval/email/a2.md", "Approved/a2.md")
+        .expect("mv");
+    approvals
+        .adopt_at(Zone::Local, "owner", std::slice::from_ref(&a2), now)
+        .expect("adopt");
+    let adopted = fx
+        .ledger_state()
+        .get(&a2)
+        .cloned()
+        .unwrap()
+        .approved
+        .unwrap();
+    assert!(adopted.expires_at <= now + day);
+
+    // Approved under the 7-day default, authorized under a 1-hour config: the stricter wins.
+    let a3 = file_far("a3");
+    fx.approvals.approve_at(&a3, "owner", now).expect("approve");
+    let strict = fx
+        .reopen()
+        .expect("open")
+        .with_max_lifetime(TimeDelta::hours(1));
+    let refused =
+        refusal(strict.authorize_at(&a3, "email_send", &reply(), now + TimeDelta::hours(2)));
+    assert_refused!(refused, Refusal::Expired { .. });
+    assert_eq!(fx.status(&a2), ApprovalStatus::Approved);
 }
 
 /// An approval for other arguments or another tool does not cover this call; the approval
@@ -791,8 +1016,9 @@ fn approvals_never_set_aside_through_a_link() {
     let bait = fx.bait_link("Quarantine");
     let a1 = fx.arrive("a1");
     let refused = refusal(fx.authorize(&a1));
-    assert_refused!(refused, Refusal::NoLedgerEntry);
+    assert_refused!(refused, Refusal::NoLedgerEntry { .. });
     assert!(refused.set_aside.is_none());
+    assert!(refused.not_set_aside.is_some(), "{refused}");
     assert_eq!(fs::read_dir(&bait).expect("bait").count(), 0);
     assert!(fx.exists("Approved/a1.md"));
 }

@@ -61,6 +61,8 @@ pub struct Replica {
     agent: AgentName,
     /// The zone it runs in.
     zone: Zone,
+    /// Told the owner's hand moves into `Approved/` before each full commit records them.
+    before_commit: std::sync::OnceLock<BeforeCommit>,
     /// The repository and sync state; the lock serialises this replica's git work.
     git: Mutex<Git>,
     /// Makes the vault durable before `main` moves ([`Vault::flush`]); a field so tests can
@@ -184,6 +186,7 @@ impl Replica {
                 pending: BTreeSet::new(),
                 carry: SyncReport::default(),
             }),
+            before_commit: std::sync::OnceLock::new(),
             flush: Vault::flush,
             audit: OnceLock::new(),
         };
@@ -535,6 +538,45 @@ impl Replica {
         for lost in report.lost_claims {
             if Some(&lost.task_id) != answered {
                 git.carry.lose(lost);
+            }
+        }
+    }
+}
+
+/// What a replica calls with the hand moves it finds in `Approved/` before a full commit
+/// (see [`Replica::set_before_commit`]).
+pub type BeforeCommitHook = Box<dyn Fn(&[aie_shared::vault::ApprovalId]) + Send + Sync>;
+
+/// The installed [`BeforeCommitHook`].
+struct BeforeCommit(BeforeCommitHook);
+
+impl std::fmt::Debug for BeforeCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeCommit(..)")
+    }
+}
+
+impl Replica {
+    /// Installs `hook`, called with the owner's hand moves into `Approved/` (uncommitted
+    /// moves of pending requests, [`super::hand_moves`]) at the start of every full commit,
+    /// under the replica's lock: once committed, a move is no longer a hand move, so this is
+    /// where the local zone adopts them (`[approvals] accept_hand_moves`). Called only when
+    /// there is at least one. One hook per replica: returns `false`, installing nothing,
+    /// when one is installed already.
+    pub fn set_before_commit(&self, hook: BeforeCommitHook) -> bool {
+        self.before_commit.set(BeforeCommit(hook)).is_ok()
+    }
+
+    /// Tells the before-commit hook, if any, the hand moves in `Approved/` now.
+    fn offer_hand_moves(&self) {
+        let Some(BeforeCommit(hook)) = self.before_commit.get() else {
+            return;
+        };
+        match super::hand_moves::hand_moves(self.vault.root()) {
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => hook(&ids),
+            Err(e) => {
+                tracing::warn!(agent = %self.agent, error = %e, "cannot look for hand moves into Approved/; any there will be committed and set aside")
             }
         }
     }

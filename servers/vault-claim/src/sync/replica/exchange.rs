@@ -43,6 +43,7 @@ impl Replica {
         what: &str,
     ) -> Result<(), SyncError> {
         self.finish_interrupted_checkout(git, report)?;
+        self.offer_hand_moves();
         let root = self.vault.root();
         let changes = working_changes(&git.repo, root)?;
         // Claims made since the last commit are committed with their owner and lease.
