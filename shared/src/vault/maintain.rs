@@ -415,6 +415,10 @@ impl Vault {
     /// Folders under `In_Progress/` that are not valid agent names.
     fn check_agent_folders(&self, findings: &mut Vec<Finding>) -> Result<(), VaultError> {
         let root = self.in_progress_root();
+        // A linked `In_Progress` is named by `check_strays`; what lies behind it is not ours.
+        if !self.is_real_dir(&root) {
+            return Ok(());
+        }
         let Ok(entries) = fs::read_dir(&root) else {
             return Ok(());
         };
@@ -511,6 +515,10 @@ impl Vault {
             .collect();
         dirs.extend(agent_dirs.iter().cloned());
         for dir in dirs {
+            // A linked folder is named from its parent's listing; its target is not looked into.
+            if !self.is_real_dir(&dir) {
+                continue;
+            }
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
