@@ -340,7 +340,8 @@ impl Head {
             };
         }
         match &self.prev {
-            Some(prev) if seq + 1 == self.seq => {
+            // Compared without `+ 1` on `seq`: a forged record may carry any seq at all.
+            Some(prev) if self.seq.checked_sub(1) == Some(seq) => {
                 if hash == prev {
                     End::LineLost
                 } else {
@@ -349,7 +350,7 @@ impl Head {
             }
             _ if seq < self.seq => End::Truncated,
             _ if hash_at_head != Some(self.hash.as_str()) => End::Rewritten,
-            None if seq == self.seq + 1 => End::OldHeadLagging,
+            None if seq.checked_sub(1) == Some(self.seq) => End::OldHeadLagging,
             _ => End::Extended,
         }
     }
