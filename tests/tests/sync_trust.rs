@@ -296,6 +296,12 @@ fn sync(local: &Aie) -> Value {
     report
 }
 
+/// Waits for the round the sync loop runs at start (a `vault_sync` waits for the replica's
+/// lock), so that the next sync is the one that meets the attack.
+fn settle(local: &Aie) {
+    sync(local);
+}
+
 /// [`sync`], and `vault_status` right after it.
 fn sync_seen(local: &Aie) -> Synced {
     let report = sync(local);
@@ -640,6 +646,7 @@ fn sync_trust_pushed_approvals_never_send() {
         cloud_drafts(&cloud, "sync trust: the genuine reply").approval_id
     };
     let local = scene.local();
+    settle(&local);
     let pending = format!("Pending_Approval/email/{genuine}.md");
     let moved = format!("Approved/{genuine}.md");
     scene.attacker().push("approve from the cloud", |work| {
@@ -782,6 +789,7 @@ fn assert_claim_stays_inside(scene: &Scene, local: &Aie, bait: &Path) {
 fn sync_trust_claim_never_follows_a_pushed_link() {
     let scene = Scene::new();
     let local = scene.local();
+    settle(&local);
     let bait = plant_claim_link(&scene);
 
     let synced = sync_seen(&local);
@@ -822,6 +830,7 @@ fn sync_trust_fresh_clone_never_checks_out_a_pushed_link() {
 fn sync_trust_updates_link_never_leaks_local_files() {
     let scene = Scene::new();
     let local = scene.local();
+    settle(&local);
     let bait = scene.bait_dir("updates");
     let canary = format!("updates-canary-{}", random_word(24));
     let note = format!("# Private\n\n{canary}\n");
@@ -872,20 +881,21 @@ fn sync_trust_updates_link_never_leaks_local_files() {
     scene.assert_nothing_sent();
 }
 
-/// Finding 4: `Logs/local/<today>.jsonl` (and tomorrow's) pushed as links to a bait file:
-/// after local syncs and serves some calls, the bait file is unchanged, local's records are
-/// in a regular file in its vault's `Logs/local/`, and its audit chain verifies.
+/// Finding 4: `Logs/local/<today>.jsonl` (and tomorrow's) pushed as links to a bait file,
+/// met by local's sync loop before local has written a record that day: after local serves
+/// some calls, the bait file is unchanged, local's records are in a regular file in its
+/// vault's `Logs/local/`, the refusal is on record, and its audit chain verifies.
 #[test]
 fn sync_trust_audit_log_never_follows_a_pushed_link() {
     let scene = Scene::new();
-    let local = scene.local();
+    let local = scene.local_with(LOOP_CONFIG);
     std::fs::create_dir_all(scene.root.join("bait")).expect("bait folder");
     let bait = scene.root.join("bait/audit.jsonl");
     std::fs::write(&bait, "bait\n").expect("bait file");
     let today = Utc::now().date_naive();
     let days = [today, today + TimeDelta::days(1)];
     let log = |day: chrono::NaiveDate| format!("Logs/local/{}.jsonl", day.format("%Y-%m-%d"));
-    scene
+    let attack = scene
         .attacker()
         .push("link local's audit log out of the vault", |work| {
             for day in days {
@@ -893,7 +903,7 @@ fn sync_trust_audit_log_never_follows_a_pushed_link() {
             }
         });
 
-    let synced = sync_seen(&local);
+    scene.wait_pulled(&attack);
     for _ in 0..3 {
         call_ok(&local, "vault_list_tasks", json!({}));
     }
@@ -918,7 +928,7 @@ fn sync_trust_audit_log_never_follows_a_pushed_link() {
         "{listed} vault_list_tasks records in Logs/local/"
     );
     scene.assert_audit_verifies();
-    synced.assert_refused(&scene, &[&log(today)]);
+    scene.assert_refusal_recorded(&[&log(today)]);
 
     scene.assert_sync_works(&local);
     scene.assert_nothing_sent();
@@ -1007,6 +1017,7 @@ fn sync_trust_invalid_tree_entries_never_stall_sync() {
     let scene = Scene::new();
     let cloud = scene.cloud();
     let local = scene.local();
+    settle(&local);
     scene
         .attacker()
         .push_tree("names no vault may hold", |a, tip| {
@@ -1028,7 +1039,8 @@ fn sync_trust_invalid_tree_entries_never_stall_sync() {
         !scene.vault().join(".GIT").exists(),
         "local checked out .GIT/"
     );
-    synced.assert_refused(&scene, &["Odd/..", ".GIT/x"]);
+    // `.GIT` names the folder and whatever is reported inside it.
+    synced.assert_refused(&scene, &["Odd/..", ".GIT"]);
 
     let drafted = cloud_drafts(&cloud, "sync trust: drafted after the bad push");
     sync(&local);
@@ -1057,6 +1069,7 @@ fn sync_trust_junk_in_approved_never_blocks_genuine_approvals() {
         cloud_drafts(&cloud, "sync trust: the reply the owner approves")
     };
     let local = scene.local();
+    settle(&local);
     let bait = scene.bait_dir("quarantine");
     scene
         .attacker()
