@@ -4,8 +4,9 @@
 //! through a real bare git remote, aiosmtpd is the owner's mail server and the official
 //! Python MCP SDK is the agent. The attacker holds the cloud's push access and uses nothing
 //! but plain `git` in a clone of its own: commits, pushes, symlinks, and hand-made trees for
-//! names `git` itself would refuse. Local syncs only through its own `vault_sync` tool
-//! (the sync loop's round: sync, dashboard, sync).
+//! names `git` itself would refuse. Local syncs only through its own `vault_sync` tool (the
+//! sync loop's round: sync, dashboard, sync) or, where the attack must meet local's files as
+//! they were committed (no call's audit record in between), its sync loop every second.
 //!
 //! Every check looks from outside: the SMTP sink, bait files and folders inside the test's
 //! own temp dir (links only ever point there), the remote's objects and tree, local's vault,
