@@ -21,7 +21,6 @@ use tokio::sync::Mutex;
 use crate::{
     config::EmailConfig,
     draft::{DraftContext, DraftError, Drafted, ReplyArgs, draft_reply},
-    fsutil,
     intake::{IntakeError, IntakeReport, MailSource, imap, maildir, set_triage},
     send::{InDoubt, SendError, SendOutcome, Sender},
     triage::{Priority, Triage},
@@ -308,10 +307,14 @@ fn triage_task(inner: &Inner, args: TriageArgs) -> Result<TriageOutput, TriageEr
         .in_progress_dir(&inner.config.agent)
         .join(task.meta.id.file_name());
     // The file sits in this agent's own In_Progress folder, so replacing it races no one.
-    fsutil::write_replacing(&path, text.as_bytes()).map_err(|source| VaultError::Io {
-        path: stored.path.clone(),
-        source,
-    })?;
+    // Never through a link (`specs/vault.md`).
+    inner
+        .vault
+        .write_replacing_file(&path, text.as_bytes())
+        .map_err(|source| VaultError::Io {
+            path: stored.path.clone(),
+            source,
+        })?;
     Ok(TriageOutput {
         task_id: task.meta.id.to_string(),
         path: stored.path,

@@ -465,14 +465,17 @@ impl Replica {
         };
         let copy_path = root.join(&copy);
         if let Some(dir) = copy_path.parent() {
-            fs::create_dir_all(dir).map_err(SyncError::io(dir))?;
+            self.vault.make_dir(dir).map_err(SyncError::io(dir))?;
         }
-        fs::rename(&local, &copy_path).map_err(SyncError::io(&local))?;
+        // Never through a link, on either side.
+        self.vault
+            .move_file(&local, &copy_path)
+            .map_err(SyncError::io(&local))?;
         if let Ok(entry) = tree.get_path(path) {
             let blob = repo
                 .find_blob(entry.id())
                 .map_err(SyncError::git("checkout", root))?;
-            restore(&local, Some(blob.content()))?;
+            restore(&self.vault, &local, Some(blob.content()))?;
         }
         Ok(Some(copy))
     }

@@ -18,6 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use aie_shared::vault::Vault;
 use git2::{Oid, Repository, Tree};
 use serde::{Deserialize, Serialize};
 
@@ -192,7 +193,7 @@ impl Replica {
                     || old.as_ref().is_some_and(|old| old.starts_with(working))
             });
             if from_checkout {
-                restore(&local, old.as_deref())?;
+                restore(&self.vault, &local, old.as_deref())?;
             } else if let Some(copy) = self.set_aside(repo, &old_tree, Path::new(rel))? {
                 kept.push(format!("{rel} (kept as {copy})"));
             }
@@ -221,24 +222,35 @@ impl Replica {
 /// Puts `old` back at `local` through a hidden temporary file and a rename, so a reader
 /// never sees it half-written, or removes `local` when `old` is none. Not synced: the caller
 /// flushes before anything depends on it.
-pub(super) fn restore(local: &Path, old: Option<&[u8]>) -> Result<(), SyncError> {
+pub(super) fn restore(vault: &Vault, local: &Path, old: Option<&[u8]>) -> Result<(), SyncError> {
+    // Never through a link: a folder on the way that is a link (whatever put it there) is
+    // refused, so nothing is written or removed outside the vault.
     match old {
         Some(bytes) => {
             if let Some(dir) = local.parent() {
-                fs::create_dir_all(dir).map_err(SyncError::io(dir))?;
+                vault.make_dir(dir).map_err(SyncError::io(dir))?;
             }
-            let name = local
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let temp = local.with_file_name(format!(".{name}.restore.tmp"));
-            fs::write(&temp, bytes)
-                .and_then(|()| fs::rename(&temp, local))
+            vault
+                .write_replacing_unflushed(local, bytes)
                 .map_err(SyncError::io(local))
         }
-        None => match fs::remove_file(local) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(SyncError::io(local)(e)),
-            _ => Ok(()),
-        },
+        None => {
+            if let Some(dir) = local.parent()
+                && dir != vault.root()
+                && !aie_shared::vault::nofollow::is_plain_dir(vault.root(), dir)
+            {
+                if fs::symlink_metadata(dir).is_err() {
+                    return Ok(()); // Gone already: nothing to remove.
+                }
+                return Err(SyncError::io(local)(io::Error::other(format!(
+                    "`{}` is a link or not a folder; aie never writes through links",
+                    dir.strip_prefix(vault.root()).unwrap_or(dir).display()
+                ))));
+            }
+            match fs::remove_file(local) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(SyncError::io(local)(e)),
+                _ => Ok(()),
+            }
+        }
     }
 }

@@ -369,3 +369,30 @@ fn sync_checkout_leaves_no_journal() {
     assert_eq!(crash.beta_file(), crash.new);
     assert!(!crash.journal_left());
 }
+
+/// The recovery of an interrupted checkout never writes through a link: with the task's
+/// folder replaced by a link to a bait folder (by hand, or by an older build that checked
+/// links out), opening refuses with the link named and the bait folder stays empty.
+#[test]
+fn sync_interrupted_checkout_never_restores_through_a_link() {
+    let crash = Interrupted::new(|_, _| None);
+    let beta_root = crash.dir.path().join("beta");
+    let bait = crash.dir.path().join("bait");
+    fs::create_dir(&bait).expect("bait");
+    let folder = beta_root.join("Needs_Action/email");
+    fs::remove_dir_all(&folder).expect("rm");
+    std::os::unix::fs::symlink(&bait, &folder).expect("link");
+    let opened = Replica::open(
+        &beta_root,
+        Some(crash.remote.to_str().expect("utf-8")),
+        AgentName::new("beta").expect("agent"),
+        Zone::Cloud,
+    );
+    let error = opened.expect_err("refused").to_string();
+    assert!(error.contains("link"), "{error}");
+    assert_eq!(
+        fs::read_dir(&bait).expect("bait").count(),
+        0,
+        "nothing written through the link"
+    );
+}
