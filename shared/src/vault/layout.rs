@@ -41,6 +41,7 @@ pub const CONFLICTS: &str = "conflicts";
 /// Lines `init` and `repair` keep in the vault's `.gitignore`, so secrets never reach a commit.
 pub const GITIGNORE_LINES: &[&str] = &[
     ".env",
+    ".env.*",
     "*.env",
     "*credentials*",
     "*token*",
@@ -49,6 +50,16 @@ pub const GITIGNORE_LINES: &[&str] = &[
     "*.pem",
     "*.key",
     "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*.ppk",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    ".netrc",
+    ".pgpass",
     ".obsidian/workspace*",
 ];
 
