@@ -23,9 +23,10 @@
 //!   method: "tools/call", params: {name, arguments?, _meta?}}` with nothing in `_meta` but a
 //!   `progressToken` (a handler that answers directly never sends progress, which a
 //!   receiver may always omit); and
-//!   the session saw a request through rmcp within the last [`SESSION_TOUCH`]. rmcp's
-//!   session worker ends a session after five idle minutes; letting a stale session's call
-//!   through rmcp keeps the session alive without any request of aie's own. The answer is
+//!   the session saw a request through rmcp within the last [`SESSION_TOUCH`] (or half
+//!   the listener's session idle time, when that is shorter). rmcp's session worker ends a
+//!   session after that idle time (`[limits] session_idle_secs`); letting a stale session's
+//!   call through rmcp keeps the session alive without any request of aie's own. The answer is
 //!   one JSON object (the transport lets a server answer a request with JSON or with a
 //!   stream, and clients take both), shaped for the session's version as rmcp shapes it.
 
@@ -54,7 +55,7 @@ use rmcp::{
 };
 use serde::Deserialize;
 
-use crate::metrics::CallLabels;
+use crate::{bounds::InFlight, metrics::CallLabels};
 
 /// The stateless revision.
 const MODERN: &str = "2026-07-28";
@@ -63,8 +64,8 @@ const MODERN: &str = "2026-07-28";
 /// requests may omit it, and may be batches: those go to rmcp).
 const SESSION_ERA: [&str; 2] = ["2025-06-18", "2025-11-25"];
 
-/// How long after a session's last request through rmcp its calls may be answered here;
-/// well inside rmcp's five-minute idle timeout.
+/// How long after a session's last request through rmcp its calls may be answered here, at
+/// most; never more than half the session idle time, so a session in use never idles out.
 pub const SESSION_TOUCH: Duration = Duration::from_secs(60);
 
 /// Past this many remembered sessions the record starts over (each session then sends one
@@ -106,17 +107,21 @@ pub trait DirectCalls: Send + Sync + 'static {
 pub(crate) struct Sessions {
     manager: Arc<LocalSessionManager>,
     touched: Mutex<HashMap<SessionId, Instant>>,
+    /// How long a touch lasts: [`SESSION_TOUCH`], or half the idle time if shorter.
+    touch: Duration,
 }
 
 impl Sessions {
-    pub(crate) fn new(manager: Arc<LocalSessionManager>) -> Self {
+    /// rmcp's sessions, which it ends after `idle` without a request.
+    pub(crate) fn new(manager: Arc<LocalSessionManager>, idle: Duration) -> Self {
         Self {
             manager,
             touched: Mutex::new(HashMap::new()),
+            touch: SESSION_TOUCH.min(idle / 2),
         }
     }
 
-    /// Whether session `id` is live and touched within [`SESSION_TOUCH`]. A live session
+    /// Whether session `id` is live and touched within the touch time. A live session
     /// not touched lately is marked touched now, for the caller to send this request
     /// through rmcp.
     async fn fresh(&self, id: &str) -> bool {
@@ -128,7 +133,7 @@ impl Sessions {
         let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
         if touched
             .get(&id)
-            .is_some_and(|at| now.duration_since(*at) < SESSION_TOUCH)
+            .is_some_and(|at| now.duration_since(*at) < self.touch)
         {
             return true;
         }
@@ -183,13 +188,15 @@ struct SessionParams {
 
 /// Answers the request directly if it qualifies (see the module's documentation); `None`
 /// hands it to rmcp untouched. `labels` gets the call's method and tool as soon as the call
-/// starts, so even a call whose request goes away is metered by them.
+/// starts, so even a call whose request goes away is metered by them. `slot` counts the
+/// call against its client until the call ends, even if its request goes away first.
 pub(crate) async fn answer(
     handler: &Arc<dyn DirectCalls>,
     sessions: &Sessions,
     parts: &Parts,
     body: &Bytes,
     labels: &mut CallLabels,
+    slot: &InFlight,
 ) -> Option<Response> {
     let headers = &parts.headers;
     let version = only(headers, "mcp-protocol-version")?;
@@ -197,9 +204,9 @@ pub(crate) async fn answer(
         return None;
     }
     if version == MODERN {
-        stateless(handler, parts, body, labels).await
+        stateless(handler, parts, body, labels, slot).await
     } else if SESSION_ERA.contains(&version) {
-        in_session(handler, sessions, parts, body, labels).await
+        in_session(handler, sessions, parts, body, labels, slot).await
     } else {
         None
     }
@@ -211,6 +218,7 @@ async fn stateless(
     parts: &Parts,
     body: &Bytes,
     labels: &mut CallLabels,
+    slot: &InFlight,
 ) -> Option<Response> {
     let headers = &parts.headers;
     if only(headers, "mcp-method")? != "tools/call"
@@ -236,7 +244,7 @@ async fn stateless(
     }
     let tool = call.params.name;
     *labels = call_labels(&tool);
-    let outcome = run_detached(handler, &tool, call.params.arguments, parts).await;
+    let outcome = run_detached(handler, &tool, call.params.arguments, parts, slot).await;
     Some(respond(outcome, call.id, Era::Stateless))
 }
 
@@ -247,6 +255,7 @@ async fn in_session(
     parts: &Parts,
     body: &Bytes,
     labels: &mut CallLabels,
+    slot: &InFlight,
 ) -> Option<Response> {
     let session = only(&parts.headers, "mcp-session-id")?;
     let call: SessionCall = serde_json::from_slice(body).ok()?;
@@ -261,7 +270,7 @@ async fn in_session(
     }
     let tool = call.params.name;
     *labels = call_labels(&tool);
-    let outcome = run_detached(handler, &tool, call.params.arguments, parts).await;
+    let outcome = run_detached(handler, &tool, call.params.arguments, parts, slot).await;
     Some(respond(outcome, call.id, Era::Session))
 }
 
@@ -269,15 +278,27 @@ async fn in_session(
 /// end even if its HTTP request goes away (the client disconnects, the request times out):
 /// an approved send is never cut off halfway by a closed connection, and whatever its
 /// handler records after it (the gateway's outcome audit) is always recorded. rmcp's path
-/// behaves the same, since it runs each request's handler in a task of its own.
+/// behaves the same, since it runs each request's handler in a task of its own. The task
+/// holds `slot`, so a client that hangs up on its calls cannot pile up calls beyond its
+/// bound ([`crate::bounds`]).
 async fn run_detached(
     handler: &Arc<dyn DirectCalls>,
     tool: &str,
     arguments: Option<JsonObject>,
     parts: &Parts,
+    slot: &InFlight,
 ) -> Result<CallToolResult, ErrorData> {
-    let (handler, tool, parts) = (handler.clone(), tool.to_owned(), parts.clone());
-    let call = tokio::spawn(async move { handler.call_directly(&tool, arguments, &parts).await });
+    let (handler, tool, parts, slot) = (
+        handler.clone(),
+        tool.to_owned(),
+        parts.clone(),
+        slot.clone(),
+    );
+    let call = tokio::spawn(async move {
+        let outcome = handler.call_directly(&tool, arguments, &parts).await;
+        drop(slot);
+        outcome
+    });
     match call.await {
         Ok(outcome) => outcome,
         Err(e) => Err(ErrorData::internal_error(

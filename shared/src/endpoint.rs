@@ -1,4 +1,5 @@
-//! The `/mcp` endpoint in front of rmcp's Streamable HTTP service: it reads each body once
+//! The `/mcp` endpoint in front of rmcp's Streamable HTTP service: it admits each request
+//! and each new session within the client's bounds ([`crate::bounds`]), reads each body once
 //! (enforcing the size limit), answers what is not a JSON-RPC message with the error the
 //! JSON-RPC spec prescribes, fans out the batches that 2025-03-26 allows, answers plain
 //! 2026-07-28 tool calls directly ([`crate::direct`]), labels the request for metrics, and
@@ -24,6 +25,7 @@ use serde_json::{Value, json};
 use tower::{Service, ServiceExt};
 
 use crate::{
+    bounds::{Bounds, ClientKey, InFlight},
     direct::{self, DirectCalls},
     http::HttpRefusal,
     metrics::{CallLabels, Metrics},
@@ -50,6 +52,8 @@ pub struct Endpoint<S> {
     pub direct: Arc<dyn DirectCalls>,
     /// rmcp's sessions, for the calls answered directly within one.
     pub(crate) sessions: Arc<direct::Sessions>,
+    /// What each client may hold: sessions, requests in service.
+    pub(crate) bounds: Arc<Bounds>,
     /// The listener's request timeout, to tell a request it cut off from one whose client
     /// went away.
     pub(crate) request_timeout: std::time::Duration,
@@ -65,6 +69,19 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
+    let client = req.extensions().get::<ClientKey>().cloned();
+    // A GET is a session's standing stream, not work in service; the sessions bound it.
+    let slot = if req.method() == http::Method::GET {
+        InFlight::none()
+    } else {
+        match ep.bounds.enter(client.as_ref()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                let response = refused.response(Value::Null);
+                return metered(response, &ep.metrics, unlabelled(), Instant::now());
+            }
+        }
+    };
     let mut pending = Unanswered {
         metrics: ep.metrics.clone(),
         labels: unlabelled(),
@@ -72,9 +89,41 @@ where
         request_timeout: ep.request_timeout,
         answered: false,
     };
-    let response = respond(&ep, req, &mut pending).await;
+    let response = respond(&ep, req, client.as_ref(), &slot, &mut pending).await;
     pending.answered = true;
-    response
+    // The request counts against its client until its answer (an SSE stream too) is sent.
+    response.map(|body| {
+        Body::new(Holding {
+            inner: body,
+            _slot: slot,
+        })
+    })
+}
+
+/// A response body that keeps its request counted in service until it is sent or dropped.
+struct Holding {
+    inner: Body,
+    _slot: InFlight,
+}
+
+impl http_body::Body for Holding {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A request on its way to an answer. If its future is dropped first (its client went away,
@@ -106,8 +155,15 @@ impl Drop for Unanswered {
     }
 }
 
-/// Answers one request; `pending` learns its labels as soon as they are known.
-async fn respond<S, B>(ep: &Endpoint<S>, req: Request, pending: &mut Unanswered) -> Response
+/// Answers one request of `client`, in service as `slot`; `pending` learns its labels as
+/// soon as they are known.
+async fn respond<S, B>(
+    ep: &Endpoint<S>,
+    req: Request,
+    client: Option<&ClientKey>,
+    slot: &InFlight,
+    pending: &mut Unanswered,
+) -> Response
 where
     S: Service<Request, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
@@ -121,7 +177,13 @@ where
             tool: String::new(),
         };
         pending.labels = labels.clone();
-        let response = call(&ep.inner, req).await;
+        let delete = req.method() == http::Method::DELETE;
+        let mut response = call(&ep.inner, req).await;
+        if delete && response.status() == StatusCode::ACCEPTED {
+            // rmcp answers a session's DELETE with 202; the official SDKs' servers answer
+            // 200, and the Python SDK's client warns on anything but 200 or 204.
+            *response.status_mut() = StatusCode::OK;
+        }
         return metered(response, &ep.metrics, labels, started);
     }
     let (parts, body) = req.into_parts();
@@ -160,6 +222,7 @@ where
         &parts,
         &bytes,
         &mut pending.labels,
+        slot,
     )
     .await
     {
@@ -187,7 +250,28 @@ where
                 return metered(response, &ep.metrics, labels, started);
             }
             pending.labels = labels.clone();
+            // An `initialize` without a session opens one: admitted within the bounds.
+            let opening =
+                if labels.method == "initialize" && !parts.headers.contains_key("mcp-session-id") {
+                    match ep.bounds.open_session(client).await {
+                        Ok(opening) => Some(opening),
+                        Err(refused) => {
+                            let id = message.get("id").cloned().unwrap_or(Value::Null);
+                            return metered(refused.response(id), &ep.metrics, labels, started);
+                        }
+                    }
+                } else {
+                    None
+                };
             let response = call(&ep.inner, Request::from_parts(parts, Body::from(bytes))).await;
+            if let Some(opening) = opening
+                && let Some(id) = response
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+            {
+                opening.opened(id);
+            }
             metered(response, &ep.metrics, labels, started)
         }
         Value::Array(items) => {
@@ -362,6 +446,8 @@ where
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = parts.uri.clone();
         *req.headers_mut() = parts.headers.clone();
+        // What the layers put there (the gateway's client identity) goes with each item.
+        *req.extensions_mut() = parts.extensions.clone();
         let response = call(inner, req).await;
         let status = response.status();
         let is_sse = response

@@ -46,6 +46,9 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// Requests served at once; more wait.
     pub concurrency_limit: usize,
+    /// Open sessions and requests in service per client, and how long an idle session
+    /// lives ([`crate::bounds`]).
+    pub limits: crate::bounds::ListenerLimits,
     /// Certificate and key for TLS; plain HTTP without.
     pub tls: Option<TlsFiles>,
 }
@@ -60,6 +63,7 @@ impl HttpOptions {
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(60),
             concurrency_limit: 512,
+            limits: crate::bounds::ListenerLimits::default(),
             tls: None,
         }
     }

@@ -4,6 +4,8 @@
 //! - [`approvals`]: the human's decisions: the HMAC-authenticated approval ledger in the
 //!   state folder, approve/reject, and authorizing an execute call at most once.
 //! - [`audit`]: the hash-chained audit log, one JSON line per tool call, and `verify`.
+//! - [`bounds`]: what one client can hold on a listener (sessions, requests in service,
+//!   pending approvals), and the refusals past each bound.
 //! - [`mcp`]: MCP over the pinned rmcp: the dual-era Streamable HTTP endpoint and
 //!   [`ToolServer`], the handler every aie server is. The only module that configures
 //!   rmcp's transport.
@@ -25,6 +27,9 @@ pub use approvals::{ApprovalError, ApprovalLedger, Approvals, Authorized, Refusa
 
 pub mod audit;
 pub use audit::{AuditError, AuditLog, AuditRecord, ToolCall, VerifyReport};
+
+pub mod bounds;
+pub use bounds::{ClientKey, ListenerLimits};
 
 pub mod config;
 pub use config::{Config, ConfigErrors, ConfigWatcher, Overrides};

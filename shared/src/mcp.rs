@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use rmcp;
 
 use crate::{
+    bounds::Bounds,
     direct::{DirectCalls, DirectFuture},
     endpoint::{self, Endpoint},
     http::HttpOptions,
@@ -33,7 +34,8 @@ use crate::{
 /// The `/mcp` route for `handler`: Streamable HTTP in both eras. Legacy clients
 /// (2025-03-26 to 2025-11-25) get sessions and SSE answers, as that mode requires;
 /// 2026-07-28 requests are served statelessly with plain JSON answers wherever the handler
-/// sends nothing before its result. Host and Origin are checked by the shared layers in
+/// sends nothing before its result. Sessions and requests in service are bounded per
+/// client by `opts.limits` ([`crate::bounds`]). Host and Origin are checked by the shared layers in
 /// [`crate::http::app`] and the body by [`crate::endpoint`], so rmcp's own copies of those
 /// checks are turned off here rather than configured twice.
 pub fn streamable_http<H>(
@@ -67,14 +69,21 @@ where
         .with_max_request_body_bytes(opts.max_body_bytes)
         .disable_allowed_hosts()
         .disable_allowed_origins();
-    let sessions = Arc::new(LocalSessionManager::default());
+    let mut manager = LocalSessionManager::default();
+    // An idle session is closed sooner than rmcp's five minutes: each one holds memory.
+    manager.session_config.keep_alive = Some(opts.limits.session_idle);
+    let sessions = Arc::new(manager);
     let service = StreamableHttpService::new(move || Ok(handler.clone()), sessions.clone(), config);
     let endpoint = Endpoint {
         inner: service,
-        metrics,
+        metrics: metrics.clone(),
         max_body_bytes: opts.max_body_bytes,
         direct,
-        sessions: Arc::new(crate::direct::Sessions::new(sessions)),
+        sessions: Arc::new(crate::direct::Sessions::new(
+            sessions.clone(),
+            opts.limits.session_idle,
+        )),
+        bounds: Arc::new(Bounds::new(opts.limits, sessions, metrics)),
         request_timeout: opts.request_timeout,
     };
     Router::new()

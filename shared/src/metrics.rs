@@ -35,6 +35,14 @@ pub struct RefusalLabels {
     pub status: u16,
 }
 
+/// Labels of one refusal past a bound (`aie_shared::bounds`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The bound's `[limits]` key: `max_sessions`, `max_sessions_per_client`,
+    /// `max_in_flight_per_client`, `max_pending_approvals`.
+    pub limit: String,
+}
+
 /// The metrics of one listener, cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -48,6 +56,7 @@ struct Inner {
     latency: Family<CallLabels, Histogram>,
     refusals: Family<RefusalLabels, Counter>,
     direct: Family<CallLabels, Counter>,
+    limits: Family<LimitLabels, Counter>,
 }
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
@@ -71,6 +80,7 @@ impl Metrics {
         });
         let refusals = Family::<RefusalLabels, Counter>::default();
         let direct = Family::<CallLabels, Counter>::default();
+        let limits = Family::<LimitLabels, Counter>::default();
         let mut registry = Registry::with_prefix("aie_mcp");
         registry.register(
             "requests",
@@ -97,6 +107,11 @@ impl Metrics {
             "tools/call requests answered without rmcp's per-request service (aie_shared::direct), by tool",
             direct.clone(),
         );
+        registry.register(
+            "limit_refusals",
+            "Requests refused past a bound (open sessions, requests in service, pending approvals), by its [limits] key",
+            limits.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry: Mutex::new(registry),
@@ -105,6 +120,7 @@ impl Metrics {
                 latency,
                 refusals,
                 direct,
+                limits,
             }),
         }
     }
@@ -154,6 +170,16 @@ impl Metrics {
         self.inner.direct.get_or_create(labels).inc();
     }
 
+    /// Records a request refused past the bound whose `[limits]` key is `limit`.
+    pub fn limit_refusal(&self, limit: &str) {
+        self.inner
+            .limits
+            .get_or_create(&LimitLabels {
+                limit: limit.to_owned(),
+            })
+            .inc();
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -184,6 +210,7 @@ mod tests {
         m.observe(&labels, 413, 0.001);
         m.tool_error("echo");
         m.http_refusal(401);
+        m.limit_refusal("max_sessions_per_client");
         let text = m.render();
         assert!(
             text.contains(r#"aie_mcp_requests_total{method="tools/call",tool="echo"} 2"#),
@@ -193,6 +220,10 @@ mod tests {
         assert!(text.contains(r#"kind="tool_error""#), "{text}");
         assert!(
             text.contains(r#"aie_mcp_http_refusals_total{status="401"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"aie_mcp_limit_refusals_total{limit="max_sessions_per_client"} 1"#),
             "{text}"
         );
         assert!(

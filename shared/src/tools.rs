@@ -51,6 +51,16 @@ pub enum ToolError {
     /// refusal, a peer down), or whether it happened is unknown.
     #[error("{0}")]
     Failed(String),
+    /// Refused past a bound (`[limits]`, [`crate::bounds`]) before anything was done: the
+    /// reason names the bound and its key. Marked not executed, and counted in
+    /// `aie_mcp_limit_refusals_total{limit}` when the server has metrics.
+    #[error("{reason}")]
+    Limit {
+        /// The bound.
+        limit: crate::bounds::Limit,
+        /// What the caller reads.
+        reason: String,
+    },
 }
 
 impl ToolError {
@@ -58,7 +68,7 @@ impl ToolError {
     pub fn not_executed(&self) -> bool {
         matches!(
             self,
-            ToolError::InvalidArguments(_) | ToolError::NotExecuted(_)
+            ToolError::InvalidArguments(_) | ToolError::NotExecuted(_) | ToolError::Limit { .. }
         )
     }
 }
@@ -148,7 +158,22 @@ impl ToolSpec {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Handler = Arc<dyn Fn(JsonObject) -> BoxFuture<CallToolResult> + Send + Sync>;
+type Handler = Arc<dyn Fn(JsonObject) -> BoxFuture<Answer> + Send + Sync>;
+
+/// What a handler answered, and the bound it refused past, if any (for the metric).
+struct Answer {
+    result: CallToolResult,
+    limit: Option<crate::bounds::Limit>,
+}
+
+impl From<CallToolResult> for Answer {
+    fn from(result: CallToolResult) -> Self {
+        Self {
+            result,
+            limit: None,
+        }
+    }
+}
 
 /// The tools of one server, each with its declaration and handler.
 #[derive(Clone, Default)]
@@ -187,9 +212,13 @@ impl ToolSet {
             "invalid tool name {:?}",
             spec.name
         );
-        let mut tool = Tool::new(spec.name, spec.description, schema_for_type::<A>());
+        let mut tool = Tool::new(
+            spec.name,
+            spec.description,
+            standard_formats(&schema_for_type::<A>()),
+        );
         tool.title = Some(spec.title.to_owned());
-        tool.output_schema = Some(schema_for_output::<O>());
+        tool.output_schema = Some(standard_formats(&schema_for_output::<O>()));
         let mut annotations = ToolAnnotations::default();
         annotations.title = Some(spec.title.to_owned());
         annotations.read_only_hint = Some(spec.read_only);
@@ -212,18 +241,23 @@ impl ToolSet {
                                 "invalid arguments for {name}: {e}; see the tool's inputSchema"
                             ),
                             NOT_EXECUTED_META,
-                        );
+                        )
+                        .into();
                     }
                 };
                 match handler(args).await {
-                    Ok(output) => success_result(&output),
+                    Ok(output) => success_result(&output).into(),
+                    Err(ToolError::Limit { limit, reason }) => Answer {
+                        result: marked_error(format!("{name}: {reason}"), NOT_EXECUTED_META),
+                        limit: Some(limit),
+                    },
                     Err(e) if e.not_executed() => {
-                        marked_error(format!("{name}: {e}"), NOT_EXECUTED_META)
+                        marked_error(format!("{name}: {e}"), NOT_EXECUTED_META).into()
                     }
                     Err(e @ ToolError::InDoubt(_)) => {
-                        marked_error(format!("{name}: {e}"), IN_DOUBT_META)
+                        marked_error(format!("{name}: {e}"), IN_DOUBT_META).into()
                     }
-                    Err(e) => error_result(format!("{name}: {e}")),
+                    Err(e) => error_result(format!("{name}: {e}")).into(),
                 }
             })
         });
@@ -261,12 +295,96 @@ impl ToolSet {
                 None,
             ));
         };
-        let result = handler(arguments.unwrap_or_default()).await;
+        let Answer { result, limit } = handler(arguments.unwrap_or_default()).await;
         if let (Some(true), Some(metrics)) = (result.is_error, metrics) {
             metrics.tool_error(name);
+            if let Some(limit) = limit {
+                metrics.limit_refusal(limit.key());
+            }
         }
         Ok(result)
     }
+}
+
+/// The formats JSON Schema defines (draft 2020-12, "Defined Formats"). Validators know
+/// these; anything else (schemars' `uint32`, `int64`, `double`...) makes some of them warn
+/// (`unknown format "uint" ignored in schema`, the TypeScript SDK's Ajv) or refuse.
+pub const STANDARD_FORMATS: [&str; 19] = [
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uuid",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+/// A schemars [`Transform`](schemars::transform::Transform) that keeps only
+/// [`STANDARD_FORMATS`]: any other `format` is dropped, in every subschema, and an unsigned
+/// one (`uint`, `uint8` ... `uint128`) becomes `minimum: 0` where no minimum is given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StandardFormats;
+
+impl schemars::transform::Transform for StandardFormats {
+    fn transform(&mut self, schema: &mut schemars::Schema) {
+        if let Some(object) = schema.as_object_mut()
+            && let Some(Value::String(format)) = object.get("format")
+            && !STANDARD_FORMATS.contains(&format.as_str())
+        {
+            let unsigned = format.starts_with("uint");
+            object.remove("format");
+            if unsigned {
+                object.entry("minimum").or_insert(Value::from(0));
+            }
+        }
+        schemars::transform::transform_subschemas(self, schema);
+    }
+}
+
+/// `schema` with [`StandardFormats`] applied.
+fn standard_formats(schema: &JsonObject) -> Arc<JsonObject> {
+    use schemars::transform::Transform as _;
+    let mut schema = schemars::Schema::from(schema.clone());
+    StandardFormats.transform(&mut schema);
+    match schema.to_value() {
+        Value::Object(object) => Arc::new(object),
+        // A schema made from an object stays one.
+        _ => Arc::new(JsonObject::new()),
+    }
+}
+
+/// Every `format` in `schema` (any depth) that is not one of [`STANDARD_FORMATS`]: what a
+/// test checks is empty for each declared tool.
+pub fn nonstandard_formats(schema: &JsonObject) -> Vec<String> {
+    fn walk(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(object) => {
+                if let Some(Value::String(format)) = object.get("format")
+                    && !STANDARD_FORMATS.contains(&format.as_str())
+                {
+                    found.push(format.clone());
+                }
+                object.values().for_each(|v| walk(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    schema.values().for_each(|v| walk(v, &mut found));
+    found
 }
 
 fn success_result<O: ToolOutput>(output: &O) -> CallToolResult {
@@ -429,6 +547,102 @@ mod tests {
         let mut lying = call(arg("fine")).await.expect("known tool");
         lying.meta = down.meta.clone();
         assert!(!not_executed(&lying));
+    }
+
+    #[derive(Deserialize, JsonSchema)]
+    #[allow(dead_code, reason = "only the schema is looked at")]
+    struct Counts {
+        /// How many.
+        count: u32,
+        limit: Option<u64>,
+        small: u8,
+        offset: i64,
+        ratio: f64,
+        nested: Vec<Inner>,
+        when: chrono::DateTime<chrono::Utc>,
+    }
+
+    #[derive(Deserialize, Serialize, JsonSchema)]
+    struct Inner {
+        size: usize,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    struct CountsOut {
+        total: u64,
+        items: Vec<Inner>,
+    }
+    impl ToolOutput for CountsOut {}
+
+    /// Declared schemas carry only standard formats: unsigned integers become `minimum: 0`,
+    /// nested and referenced ones too; `date-time` stays.
+    #[test]
+    fn declared_schemas_use_standard_formats_only() {
+        let mut set = ToolSet::new();
+        set.add(
+            ToolSpec::read("count", "Count", "Counts"),
+            |_: Counts| async move {
+                Ok(CountsOut {
+                    total: 0,
+                    items: Vec::new(),
+                })
+            },
+        );
+        let tool = set.get("count").expect("declared");
+        let input = Value::Object((*tool.input_schema).clone());
+        let output = Value::Object((*tool.output_schema.clone().expect("output")).clone());
+        // Without the transform, schemars writes non-standard formats.
+        assert!(
+            !nonstandard_formats(&schema_for_type::<Counts>()).is_empty(),
+            "the fixture has none to remove"
+        );
+        assert_eq!(
+            nonstandard_formats(&tool.input_schema),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            nonstandard_formats(tool.output_schema.as_ref().expect("output")),
+            Vec::<String>::new()
+        );
+        let count = &input["properties"]["count"];
+        assert_eq!(count["minimum"], 0, "{input}");
+        assert_eq!(count["description"], "How many.");
+        assert_eq!(input["properties"]["small"]["minimum"], 0, "{input}");
+        assert!(input["properties"]["offset"].get("minimum").is_none());
+        assert_eq!(input["properties"]["when"]["format"], "date-time");
+        assert_eq!(input["$defs"]["Inner"]["properties"]["size"]["minimum"], 0);
+        assert_eq!(output["properties"]["total"]["minimum"], 0, "{output}");
+    }
+
+    /// A refusal past a bound is a not-executed result naming the bound, counted by its key.
+    #[tokio::test]
+    async fn limit_refusals_are_not_executed_and_counted() {
+        let mut set = set();
+        set.add(
+            ToolSpec::draft("full", "Full", "Always full"),
+            |_: EchoArgs| async move {
+                Err::<EchoOut, _>(ToolError::Limit {
+                    limit: crate::bounds::Limit::PendingApprovals,
+                    reason: "100 waiting, the limit ([limits] max_pending_approvals = 100)".into(),
+                })
+            },
+        );
+        let metrics = Metrics::new();
+        let args = JsonObject::from_iter([("text".into(), "x".into())]);
+        let refused = set
+            .call("full", Some(args), Some(&metrics))
+            .await
+            .expect("known tool");
+        assert!(not_executed(&refused));
+        assert_eq!(
+            refused.content[0].as_text().map(|t| t.text.as_str()),
+            Some("full: 100 waiting, the limit ([limits] max_pending_approvals = 100)")
+        );
+        assert!(
+            metrics
+                .render()
+                .contains(r#"aie_mcp_limit_refusals_total{limit="max_pending_approvals"} 1"#)
+        );
     }
 
     /// Names outside the portable alphabet are rejected.

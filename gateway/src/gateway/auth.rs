@@ -179,6 +179,10 @@ pub async fn require_bearer(
     };
     // Nothing past this layer needs the token, and no upstream may ever see it.
     request.headers_mut().remove(header::AUTHORIZATION);
+    // The endpoint bounds sessions and requests in service per client by this key.
+    request
+        .extensions_mut()
+        .insert(aie_shared::ClientKey::new(&identity.name));
     request.extensions_mut().insert(identity);
     next.run(request).await
 }

@@ -93,8 +93,10 @@ where
     H: ServerHandler + DirectCalls + Clone + Send + Sync + 'static,
 {
     // The router is only ever called in-process, so its listen address is a placeholder;
-    // its metrics are its own (the gateway's listener counts the client's requests).
-    let opts = HttpOptions::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    // its metrics are its own (the gateway's listener counts the client's requests), and it
+    // has no bounds of its own: the gateway's listener bounds each client already.
+    let mut opts = HttpOptions::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    opts.limits = aie_shared::ListenerLimits::unbounded();
     let router = aie_shared::streamable_http(handler.clone(), &opts, Metrics::new(), streams);
     Arc::new(HostedHandler { handler, router })
 }

@@ -86,7 +86,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The listener options for a listener on `listen`, from `[http]`.
+    /// The listener options for a listener on `listen`, from `[http]` and the bounds in
+    /// `[limits]`.
     pub fn http_options(&self, listen: SocketAddr) -> HttpOptions {
         let mut options = HttpOptions::new(listen);
         options.allowed_hosts = self.http.allowed_hosts.clone();
@@ -94,6 +95,7 @@ impl Config {
         options.max_body_bytes = self.http.max_body_bytes;
         options.request_timeout = Duration::from_secs(self.http.request_timeout_secs);
         options.concurrency_limit = self.http.concurrency_limit;
+        options.limits = self.limits.listener();
         options.tls = self.http.tls.as_ref().map(|tls| TlsFiles {
             cert: tls.cert.clone(),
             key: tls.key.clone(),
@@ -324,10 +326,32 @@ pub struct Limits {
     pub refusal_audit_burst: NonZeroU32,
     /// HTTP-refusal audit records written a second per client once the burst is spent.
     pub refusal_audit_per_second: NonZeroU32,
+    /// Open sessions on one listener, all clients together.
+    pub max_sessions: usize,
+    /// Open sessions of one gateway client.
+    pub max_sessions_per_client: usize,
+    /// Requests of one gateway client in service at once.
+    pub max_in_flight_per_client: usize,
+    /// Seconds without a request after which a session is closed.
+    pub session_idle_secs: u64,
+    /// Approval requests that may wait in `Pending_Approval/`.
+    pub max_pending_approvals: usize,
+}
+
+impl Limits {
+    /// The bounds of one listener ([`crate::bounds`]).
+    pub fn listener(&self) -> crate::bounds::ListenerLimits {
+        crate::bounds::ListenerLimits {
+            max_sessions: self.max_sessions,
+            max_sessions_per_client: self.max_sessions_per_client,
+            max_in_flight_per_client: self.max_in_flight_per_client,
+            session_idle: Duration::from_secs(self.session_idle_secs),
+        }
+    }
 }
 
 impl Default for Limits {
-    /// No rate limits, no budgets, and the default rate of HTTP-refusal records.
+    /// No rate limits, no budgets, and the default rate of HTTP-refusal records and bounds.
     fn default() -> Self {
         Limits {
             per_client: None,
@@ -338,6 +362,11 @@ impl Default for Limits {
             payment_amount_per_day: BTreeMap::new(),
             refusal_audit_burst: DEFAULT_REFUSAL_AUDIT_BURST,
             refusal_audit_per_second: DEFAULT_REFUSAL_AUDIT_PER_SECOND,
+            max_sessions: crate::bounds::DEFAULT_MAX_SESSIONS,
+            max_sessions_per_client: crate::bounds::DEFAULT_MAX_SESSIONS_PER_CLIENT,
+            max_in_flight_per_client: crate::bounds::DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
+            session_idle_secs: crate::bounds::DEFAULT_SESSION_IDLE.as_secs(),
+            max_pending_approvals: crate::bounds::DEFAULT_MAX_PENDING_APPROVALS,
         }
     }
 }

@@ -215,6 +215,29 @@ pub(crate) struct RawLimits {
     /// Default 2.
     #[schemars(range(min = 1))]
     pub refusal_audit_per_second: Option<u32>,
+    /// Open MCP sessions on one listener, all clients together; past it a new session is
+    /// refused (HTTP 429). A standalone server (`aie serve SERVER`) cannot tell clients
+    /// apart, so this is its only session bound: keep it at least the gateway's in front of
+    /// it, since each gateway session opens one there. At least 1. Default 256.
+    #[schemars(range(min = 1))]
+    pub max_sessions: Option<u32>,
+    /// Open MCP sessions of one gateway client (one bearer token); past it that client's
+    /// new session is refused (HTTP 429). At least 1. Default 32.
+    #[schemars(range(min = 1))]
+    pub max_sessions_per_client: Option<u32>,
+    /// Requests one gateway client may have in service at once (an SSE answer counts until
+    /// it ends; a session's GET stream does not count); past it the request is refused (HTTP
+    /// 429, `Retry-After: 1`). At least 1. Default 32.
+    #[schemars(range(min = 1))]
+    pub max_in_flight_per_client: Option<u32>,
+    /// A session with no request for this many seconds is closed; its client starts a new
+    /// one. From 10 to 86400. Default 120.
+    #[schemars(range(min = 10, max = 86400))]
+    pub session_idle_secs: Option<u32>,
+    /// Approval requests that may wait in `Pending_Approval/` (all domains); a draft tool
+    /// asked for one more refuses, and nothing is drafted. At least 1. Default 100.
+    #[schemars(range(min = 1))]
+    pub max_pending_approvals: Option<u32>,
 }
 
 /// A token-bucket rate limit.

@@ -242,6 +242,45 @@ fn refusal_audit_rate_is_read_and_checked() {
     assert_eq!(limits["refusal_audit_per_second"]["minimum"], 1);
 }
 
+/// The listener bounds in `[limits]` (sessions, requests in service, idle time) default to
+/// 256, 32, 32 and 120 s and reach the listener's options; the pending-approvals bound
+/// defaults to 100; 0 or an idle time under 10 s is refused at its key and line.
+#[test]
+fn listener_bounds_are_read_and_checked() {
+    let defaults = at("").unwrap().limits;
+    assert_eq!(
+        defaults.listener(),
+        crate::bounds::ListenerLimits {
+            max_sessions: 256,
+            max_sessions_per_client: 32,
+            max_in_flight_per_client: 32,
+            session_idle: Duration::from_secs(120),
+        }
+    );
+    assert_eq!(defaults.max_pending_approvals, 100);
+    let config = at("[limits]
+max_sessions = 50
+max_sessions_per_client = 4
+max_in_flight_per_client = 8
+session_idle_secs = 30
+max_pending_approvals = 7
+")
+    .unwrap_or_else(|e| panic!("{e}"));
+    let options = config.http_options("127.0.0.1:9000".parse().unwrap());
+    assert_eq!(options.limits.max_sessions, 50);
+    assert_eq!(options.limits.max_sessions_per_client, 4);
+    assert_eq!(options.limits.max_in_flight_per_client, 8);
+    assert_eq!(options.limits.session_idle, Duration::from_secs(30));
+    assert_eq!(config.limits.max_pending_approvals, 7);
+    assert_eq!(
+        errors_of("[limits]\nmax_sessions = 0\nsession_idle_secs = 5\n"),
+        [
+            "/etc/aie/aie.toml:2: limits.max_sessions: must be at least 1, found 0",
+            "/etc/aie/aie.toml:3: limits.session_idle_secs: must be at least 10, found 5",
+        ]
+    );
+}
+
 /// `[approvals]`: hand moves off and 7 days at most unless the file says otherwise; a
 /// lifetime of 0 hours or over a year, or a non-boolean switch, is refused at its key and line.
 #[test]

@@ -651,6 +651,12 @@ fn limits(ctx: &mut Ctx<'_>, raw: RawLimits) -> Limits {
         raw.refusal_audit_per_second,
         defaults.refusal_audit_per_second,
     );
+    // The structural pass has reported (and pruned) values out of the schema's range.
+    let count = |value: Option<u32>, default: usize| {
+        value
+            .filter(|n| *n >= 1)
+            .map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
     Limits {
         per_client,
         per_tool,
@@ -660,6 +666,20 @@ fn limits(ctx: &mut Ctx<'_>, raw: RawLimits) -> Limits {
         payment_amount_per_day,
         refusal_audit_burst,
         refusal_audit_per_second,
+        max_sessions: count(raw.max_sessions, defaults.max_sessions),
+        max_sessions_per_client: count(
+            raw.max_sessions_per_client,
+            defaults.max_sessions_per_client,
+        ),
+        max_in_flight_per_client: count(
+            raw.max_in_flight_per_client,
+            defaults.max_in_flight_per_client,
+        ),
+        session_idle_secs: raw
+            .session_idle_secs
+            .filter(|secs| (10..=86_400).contains(secs))
+            .map_or(defaults.session_idle_secs, u64::from),
+        max_pending_approvals: count(raw.max_pending_approvals, defaults.max_pending_approvals),
     }
 }
 
