@@ -57,6 +57,9 @@ pub struct EmailConfig {
     pub max_body_bytes: usize,
     /// Validity of a drafted reply's approval request.
     pub approval_ttl: TimeDelta,
+    /// Drafting is refused while `Pending_Approval/` holds this many requests (`[limits]
+    /// max_pending_approvals`).
+    pub max_pending_approvals: usize,
 }
 
 impl EmailConfig {
@@ -74,6 +77,7 @@ impl EmailConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             approval_ttl: DEFAULT_APPROVAL_TTL,
+            max_pending_approvals: aie_shared::bounds::DEFAULT_MAX_PENDING_APPROVALS,
         }
     }
 

@@ -27,6 +27,10 @@ pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
 /// Why a reply could not be drafted.
 #[derive(Debug, thiserror::Error)]
 pub enum DraftError {
+    /// `Pending_Approval/` is full (`[limits] max_pending_approvals`), or cannot be counted:
+    /// nothing was drafted.
+    #[error(transparent)]
+    Bound(aie_shared::ToolError),
     /// The vault refused (no such task, unreadable file, ...).
     #[error(transparent)]
     Vault(#[from] VaultError),
@@ -198,6 +202,8 @@ pub struct DraftContext<'a> {
     pub from: Option<&'a str>,
     /// How long the approval stays valid.
     pub ttl: TimeDelta,
+    /// No draft while `Pending_Approval/` holds this many requests.
+    pub max_pending: usize,
 }
 
 /// Builds the reply for `args` and files its approval request. Blocking.
@@ -205,6 +211,8 @@ pub fn draft_reply(ctx: &DraftContext<'_>, args: ReplyArgs) -> Result<Drafted, D
     if args.body.trim().is_empty() {
         return Err(DraftError::BadField("body is empty".into()));
     }
+    aie_shared::bounds::check_pending_approvals(ctx.vault.root(), ctx.max_pending)
+        .map_err(DraftError::Bound)?;
     if args.body.len() > MAX_REPLY_BYTES {
         return Err(DraftError::BadField(format!(
             "body is over {MAX_REPLY_BYTES} bytes"

@@ -216,6 +216,7 @@ impl EmailDraft {
                 agent: &inner.config.agent,
                 from: inner.config.from.as_deref(),
                 ttl: inner.config.approval_ttl,
+                max_pending: inner.config.max_pending_approvals,
             };
             draft_reply(&ctx, args)
         })
@@ -484,6 +485,7 @@ pub fn tools(state: EmailDraft) -> ToolSet {
             let st = st.clone();
             async move {
                 st.draft_reply(args).await.map_err(|e| match e {
+                    DraftError::Bound(refused) => refused,
                     DraftError::BadAddress { .. } | DraftError::BadField(_) | DraftError::NoRecipient => {
                         ToolError::InvalidArguments(e.to_string())
                     }
