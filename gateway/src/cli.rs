@@ -160,18 +160,9 @@ pub enum ServeTarget {
         #[arg(long, default_value = "127.0.0.1:3001", env = "AIE_LISTEN")]
         listen: SocketAddr,
     },
-    /// The vault-claim server: list, read, claim, release and complete tasks; notes to the owner.
-    VaultClaim {
-        /// Address to listen on; port 0 picks a free port (the URL is printed).
-        #[arg(long, default_value = "127.0.0.1:3101", env = "AIE_LISTEN")]
-        listen: SocketAddr,
-        /// The vault directory.
-        #[arg(long, env = "AIE_VAULT")]
-        vault: PathBuf,
-        /// The agent this server claims for (its folder under In_Progress/).
-        #[arg(long, default_value = "local", env = "AIE_AGENT", value_parser = parse_agent)]
-        agent: AgentName,
-    },
+    /// The vault-claim server: list, read, claim, release and complete tasks; notes to the
+    /// owner. Listens on 127.0.0.1:3101 unless --listen says.
+    VaultClaim(Box<ServerArgs>),
     /// The gateway alone, fronting MCP servers behind bearer tokens (interim: `aie up`
     /// starts it with the whole stack).
     Gateway(Box<GatewayArgs>),
@@ -181,19 +172,48 @@ pub enum ServeTarget {
     EmailDraft(Box<EmailDraftArgs>),
 }
 
+/// The flags every `aie serve SERVER` takes (`specs/up.md`, "One server alone"); a flag a
+/// server has no use for is accepted, and its help says so.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on; port 0 picks a free port (the URL is printed). Default: the
+    /// server's own port (vault-claim 3101, email-draft 3102); the config's `listen` is the
+    /// gateway's, never a server's.
+    #[arg(long, env = "AIE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The vault directory. Default: the config's `vault`.
+    #[arg(long, env = "AIE_VAULT", value_name = "DIR")]
+    pub vault: Option<PathBuf>,
+    /// The local state folder (never inside the vault). email-draft keeps its IMAP
+    /// positions, send journal, `.eml` outbox and password files there; vault-claim keeps
+    /// nothing there (accepted for one command line across servers). Default: the config's
+    /// `state`, else $XDG_STATE_HOME/aie, else ~/.local/state/aie.
+    #[arg(long, env = "AIE_STATE", value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// The config file: its `[http]` and `[limits]` shape the listener (hosts, origins, body
+    /// size, sessions, requests in service), its `vault`, `state`, `zone` and `agent` are
+    /// the defaults of these flags, and a server reads its own section (email-draft:
+    /// `[email]`).
+    #[arg(long, env = "AIE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The zone the server runs in (cloud|local): the default agent is the zone's name, and
+    /// email-draft in the cloud refuses any SMTP setting (the cloud never sends). Default:
+    /// the config's `zone`.
+    #[arg(long, env = "AIE_ZONE", value_name = "ZONE")]
+    pub zone: Option<aie_shared::policy::Zone>,
+    /// The agent the server acts for (its folder under In_Progress/, its approval
+    /// requests' `requested_by`). Default: the config's `agent`, else the zone's name, else
+    /// `local`.
+    #[arg(long, env = "AIE_AGENT", value_name = "NAME", value_parser = parse_agent)]
+    pub agent: Option<AgentName>,
+}
+
 /// `aie serve email-draft` flags; each overrides the config file's `[email]` section.
 #[derive(Debug, clap::Args)]
 pub struct EmailDraftArgs {
-    /// Address to listen on; port 0 picks a free port (the URL is printed).
-    #[arg(long, default_value = "127.0.0.1:3102", env = "AIE_LISTEN")]
-    pub listen: SocketAddr,
-    /// The vault directory.
-    #[arg(long, env = "AIE_VAULT")]
-    pub vault: PathBuf,
-    /// The local state folder (never inside the vault): IMAP positions, the send journal,
-    /// the `.eml` outbox, password files. Default: $XDG_STATE_HOME/aie, else ~/.local/state/aie.
-    #[arg(long, env = "AIE_STATE")]
-    pub state: Option<PathBuf>,
+    /// The flags every server takes. Listens on 127.0.0.1:3102 unless --listen says.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// A Maildir whose new/ holds new mail, as mbsync or offlineimap leave it.
     #[arg(long, env = "AIE_MAILDIR")]
     pub maildir: Option<PathBuf>,
@@ -208,12 +228,6 @@ pub struct EmailDraftArgs {
     /// The owner's address replies are sent from; default: the address the mail was sent to.
     #[arg(long)]
     pub from: Option<String>,
-    /// The agent the server drafts for (its approval requests' `requested_by`).
-    #[arg(long, default_value = "local", env = "AIE_AGENT", value_parser = parse_agent)]
-    pub agent: AgentName,
-    /// The config file: its `[email]` section (IMAP, rules, SMTP password file).
-    #[arg(long, env = "AIE_CONFIG")]
-    pub config: Option<PathBuf>,
 }
 
 fn parse_smtp(raw: &str) -> Result<aie_email_draft::SmtpUrl, String> {
@@ -339,13 +353,8 @@ pub fn main() -> ExitCode {
                 server: ServeTarget::Conformance { listen },
             } => crate::serve::conformance(listen).await,
             Command::Serve {
-                server:
-                    ServeTarget::VaultClaim {
-                        listen,
-                        vault,
-                        agent,
-                    },
-            } => crate::serve::vault_claim(listen, &vault, agent).await,
+                server: ServeTarget::VaultClaim(args),
+            } => crate::serve::vault_claim(*args).await,
             Command::Serve {
                 server: ServeTarget::Gateway(args),
             } => crate::serve::gateway(*args).await,

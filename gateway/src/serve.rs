@@ -1,9 +1,9 @@
 //! `aie serve SERVER`: one server on its own listener.
 
-use std::{net::SocketAddr, path::Path, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use aie_shared::{
-    HttpOptions, Metrics, http,
+    HttpOptions, Metrics, Zone, http,
     rmcp::ServerHandler,
     vault::{AgentName, Vault},
 };
@@ -18,11 +18,91 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Serves `handler` alone on `listen` until SIGTERM or Ctrl-C, printing the URL first.
+/// What the flags every `aie serve SERVER` takes resolve to (`crate::cli::ServerArgs`):
+/// flag, else the config file, else the default.
+struct Served {
+    listen: SocketAddr,
+    vault: PathBuf,
+    /// The state folder, when one is known (flag, config, `$XDG_STATE_HOME`, `$HOME`).
+    state: Option<PathBuf>,
+    config: Option<aie_shared::Config>,
+    zone: Option<Zone>,
+    agent: AgentName,
+}
+
+impl Served {
+    /// Resolves `args`; `listen` is the server's own default address.
+    fn resolve(args: &crate::cli::ServerArgs, listen: SocketAddr) -> anyhow::Result<Self> {
+        let config = match &args.config {
+            Some(path) => {
+                Some(aie_shared::config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?)
+            }
+            None => None,
+        };
+        let file = config.as_ref();
+        let zone = args.zone.or_else(|| file.and_then(|c| c.zone));
+        let Some(vault) = args
+            .vault
+            .clone()
+            .or_else(|| file.and_then(|c| c.vault.clone()))
+        else {
+            anyhow::bail!(
+                "which vault? pass --vault DIR (or set AIE_VAULT, or vault = in the config)"
+            );
+        };
+        let state = args
+            .state
+            .clone()
+            .or_else(|| file.and_then(|c| c.state.clone()))
+            .or_else(aie_shared::config::default_state_dir);
+        let agent = match (&args.agent, file.and_then(|c| c.agent.clone()), zone) {
+            (Some(agent), _, _) => agent.clone(),
+            (None, Some(agent), _) => agent,
+            (None, None, Some(zone)) => AgentName::new(zone.as_str())?,
+            (None, None, None) => AgentName::new("local")?,
+        };
+        Ok(Self {
+            listen: args.listen.unwrap_or(listen),
+            vault,
+            state,
+            config,
+            zone,
+            agent,
+        })
+    }
+
+    /// The listener's options on `addr`: the config's `[http]` and `[limits]`, else the
+    /// defaults.
+    fn http_options(&self, addr: SocketAddr) -> HttpOptions {
+        match &self.config {
+            Some(config) => config.http_options(addr),
+            None => HttpOptions::new(addr),
+        }
+    }
+
+    /// Ready while the vault directory is there to be read.
+    fn vault_ready(&self) -> http::ReadyCheck {
+        let root = self.vault.clone();
+        std::sync::Arc::new(move || {
+            let root = root.clone();
+            Box::pin(async move {
+                match tokio::fs::metadata(&root).await {
+                    Ok(meta) if meta.is_dir() => Ok(()),
+                    _ => Err(format!("vault {} is not reachable", root.display())),
+                }
+            })
+        })
+    }
+}
+
+/// Serves `handler` alone on `listen` with `opts` (from the listener's address) until
+/// SIGTERM or Ctrl-C, printing the URL first.
 async fn serve_alone<H>(
     name: &str,
     handler: H,
     listen: SocketAddr,
+    opts: impl FnOnce(SocketAddr) -> HttpOptions,
+    metrics: Metrics,
     ready: http::ReadyCheck,
 ) -> anyhow::Result<ExitCode>
 where
@@ -30,13 +110,14 @@ where
 {
     let listener = bind(listen).await?;
     let addr = listener.local_addr()?;
-    let opts = HttpOptions::new(addr);
+    let opts = opts(addr);
+    let tls = opts.tls.as_ref().map(http::load_tls).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let streams = CancellationToken::new();
-    let metrics = Metrics::new();
     let mcp = aie_shared::streamable_http(handler, &opts, metrics.clone(), streams.clone());
     let app = aie_shared::app(mcp, &opts, metrics, ready);
-    println!("aie {name}: serving http://{addr}/mcp");
-    http::serve(listener, app, None, streams, http::shutdown_signal()).await?;
+    println!("aie {name}: serving {scheme}://{addr}/mcp");
+    http::serve(listener, app, tls, streams, http::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -46,33 +127,42 @@ pub async fn conformance(listen: SocketAddr) -> anyhow::Result<ExitCode> {
         "conformance",
         aie_conformance::server(),
         listen,
+        HttpOptions::new,
+        Metrics::new(),
         http::always_ready(),
     )
     .await
 }
 
-/// Serves the vault-claim tools for `agent` on `vault`.
-pub async fn vault_claim(
-    listen: SocketAddr,
-    vault: &Path,
-    agent: AgentName,
-) -> anyhow::Result<ExitCode> {
-    let opened = Vault::open(vault)
+/// vault-claim's own address.
+const VAULT_CLAIM_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3101);
+/// email-draft's own address.
+const EMAIL_DRAFT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3102);
+
+/// Serves the vault-claim tools. `--state` is accepted and unused: vault-claim keeps
+/// nothing in the state folder.
+pub async fn vault_claim(args: crate::cli::ServerArgs) -> anyhow::Result<ExitCode> {
+    let served = Served::resolve(&args, VAULT_CLAIM_LISTEN)?;
+    let opened = Vault::open(&served.vault)
         .with_context(|| "opening the vault (lay one out with `aie vault init --vault DIR`)")?;
-    let root = vault.to_path_buf();
-    // Ready while the vault directory is there to be read.
-    let ready: http::ReadyCheck = std::sync::Arc::new(move || {
-        let root = root.clone();
-        Box::pin(async move {
-            match tokio::fs::metadata(&root).await {
-                Ok(meta) if meta.is_dir() => Ok(()),
-                _ => Err(format!("vault {} is not reachable", root.display())),
-            }
-        })
-    });
-    let server =
-        aie_vault_claim::server::server(aie_vault_claim::server::VaultClaim::new(opened, agent));
-    serve_alone("vault-claim", server, listen, ready).await
+    let metrics = Metrics::new();
+    let server = aie_vault_claim::server::server(aie_vault_claim::server::VaultClaim::new(
+        opened,
+        served.agent.clone(),
+    ))
+    .with_metrics(metrics.clone());
+    let ready = served.vault_ready();
+    serve_alone(
+        "vault-claim",
+        server,
+        served.listen,
+        |addr| served.http_options(addr),
+        metrics,
+        ready,
+    )
+    .await
 }
 
 /// Serves the gateway alone: the config's and the flags' upstreams (and the vault-claim
@@ -202,25 +292,22 @@ async fn policy_guard(
 }
 
 /// Serves the email-draft tools: the config file's `[email]` section, the flags over it.
+/// In the cloud zone any SMTP setting is refused: the cloud never sends.
 pub async fn email_draft(args: crate::cli::EmailDraftArgs) -> anyhow::Result<ExitCode> {
     use aie_email_draft::{EmailConfig, EmailDraft, SmtpConfig};
-    let vault = Vault::open(&args.vault)
+    let served = Served::resolve(&args.server, EMAIL_DRAFT_LISTEN)?;
+    let vault = Vault::open(&served.vault)
         .with_context(|| "opening the vault (lay one out with `aie vault init --vault DIR`)")?;
-    let file = match &args.config {
-        Some(path) => Some(aie_shared::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?),
-        None => None,
-    };
-    let state = args
+    let state = served
         .state
         .clone()
-        .or_else(|| file.as_ref().and_then(|c| c.state.clone()))
-        .or_else(aie_shared::config::default_state_dir)
         .context("no state folder: pass --state DIR (HOME is not set, so there is no default)")?;
-    let mut config = EmailConfig::new(args.agent.clone(), &state);
-    if let (Some(file), Some(path)) = (&file, &args.config) {
+    let mut config = EmailConfig::new(served.agent.clone(), &state);
+    if let (Some(file), Some(path)) = (&served.config, &args.server.config) {
         config
             .apply_file(&file.email)
             .map_err(|e| anyhow::anyhow!("{}: [email]: {e}", path.display()))?;
+        config.max_pending_approvals = file.limits.max_pending_approvals;
     }
     if let Some(dir) = args.maildir {
         config.maildir = Some(dir);
@@ -238,6 +325,11 @@ pub async fn email_draft(args: crate::cli::EmailDraftArgs) -> anyhow::Result<Exi
             .smtp_ca
             .or_else(|| config.smtp.as_ref().and_then(|s| s.ca_file.clone()));
         config.smtp = Some(smtp);
+    }
+    if served.zone == Some(Zone::Cloud) && config.smtp.is_some() {
+        anyhow::bail!(
+            "--zone cloud refuses to start with an SMTP server (--smtp or [email] smtp_url): the cloud never sends; move it to the local zone"
+        );
     }
     if let Some(from) = args.from {
         config.from = Some(from);
@@ -258,23 +350,62 @@ pub async fn email_draft(args: crate::cli::EmailDraftArgs) -> anyhow::Result<Exi
             doubt.approval_id, doubt.message_id, doubt.detail
         );
     }
-    let root = args.vault.clone();
-    // Ready while the vault directory is there to be read.
-    let ready: http::ReadyCheck = std::sync::Arc::new(move || {
-        let root = root.clone();
-        Box::pin(async move {
-            match tokio::fs::metadata(&root).await {
-                Ok(meta) if meta.is_dir() => Ok(()),
-                _ => Err(format!("vault {} is not reachable", root.display())),
-            }
-        })
-    });
     println!("aie email-draft: replies go to {transport}");
+    let metrics = Metrics::new();
+    let ready = served.vault_ready();
     serve_alone(
         "email-draft",
-        aie_email_draft::server(server),
-        args.listen,
+        aie_email_draft::server(server).with_metrics(metrics.clone()),
+        served.listen,
+        |addr| served.http_options(addr),
+        metrics,
         ready,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use aie_shared::tools::{ToolSet, nonstandard_formats};
+
+    use super::*;
+
+    /// Every tool of every suite server `aie` serves or hosts declares input and output
+    /// schemas with standard JSON Schema formats only (no schemars `uint32`, `int64`...), so
+    /// no client's validator warns about them.
+    #[test]
+    fn every_suite_tool_schema_has_standard_formats_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(dir.path().join("vault")).expect("vault");
+        let agent = AgentName::new("local").expect("agent");
+        let email = aie_email_draft::EmailDraft::new(
+            vault.clone(),
+            aie_email_draft::EmailConfig::new(agent.clone(), dir.path().join("state")),
+        )
+        .expect("email-draft");
+        let servers: [(&str, ToolSet); 2] = [
+            (
+                "vault-claim",
+                aie_vault_claim::server::tools(aie_vault_claim::server::VaultClaim::new(
+                    vault, agent,
+                )),
+            ),
+            ("email-draft", aie_email_draft::server::tools(email)),
+        ];
+        for (server, tools) in servers {
+            let listed = tools.list();
+            assert!(!listed.is_empty(), "{server} declares no tool");
+            for tool in listed {
+                let mut found = nonstandard_formats(&tool.input_schema);
+                if let Some(output) = &tool.output_schema {
+                    found.extend(nonstandard_formats(output));
+                }
+                assert!(
+                    found.is_empty(),
+                    "{server}'s {} has non-standard formats: {found:?}",
+                    tool.name
+                );
+            }
+        }
+    }
 }
