@@ -294,6 +294,11 @@ pub struct Stack {
     pub tools: Vec<String>,
     /// The suite's servers this zone should host but this build lacks.
     pub missing: Vec<&'static str>,
+    /// The config's `[[upstream]]`s it fronts, one line each, for the person starting it.
+    pub fronted: Vec<String>,
+    /// The upstreams that did not answer at start, with why; their tools appear once they
+    /// do.
+    pub down: Vec<(String, String)>,
     stop: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     sync_loop: JoinHandle<()>,
@@ -402,24 +407,28 @@ async fn start_with_shutdown(settings: Settings, stop: CancellationToken) -> any
         &agent,
     )
     .await?;
-    let gateway = Gateway::builder()
-        .in_process(
-            "vault",
-            aie_vault_claim::server::server(VaultClaim::with_replica(replica.clone())),
-            false,
-        )
-        .in_process("email", aie_email_draft::server(email.clone()), false)
-        .clients(clients)
-        .shared_guard(guard)
-        .build()
-        .await?;
+    // One registry for the listener and the servers it hosts, so `/metrics` shows their
+    // tool errors and limit refusals too.
+    let metrics = Metrics::new();
+    let replaced = |backend: &str| config.upstreams.iter().any(|u| u.name == backend);
+    let mut builder = Gateway::builder();
+    if !replaced("vault") {
+        let server = aie_vault_claim::server::server(VaultClaim::with_replica(replica.clone()));
+        builder = builder.in_process("vault", server.with_metrics(metrics.clone()), false);
+    }
+    if !replaced("email") {
+        let server = aie_email_draft::server(email.clone()).with_metrics(metrics.clone());
+        builder = builder.in_process("email", server, false);
+    }
+    let (builder, fronted) = front_upstreams(builder, &config)?;
+    let gateway = builder.clients(clients).shared_guard(guard).build().await?;
 
     let listener = crate::serve::bind(listen).await?;
     let addr = listener.local_addr()?;
     let opts: HttpOptions = config.http_options(addr);
     let tls = opts.tls.as_ref().map(http::load_tls).transpose()?;
     let streams = CancellationToken::new();
-    let app = gateway_router(&gateway, &opts, Metrics::new(), streams.clone());
+    let app = gateway_router(&gateway, &opts, metrics, streams.clone());
     let shutdown = stop.clone().cancelled_owned();
     let server = tokio::spawn(http::serve(listener, app, tls, streams, shutdown));
 
@@ -435,7 +444,7 @@ async fn start_with_shutdown(settings: Settings, stop: CancellationToken) -> any
     };
     let missing = servers
         .iter()
-        .filter(|(_, built)| !built)
+        .filter(|(name, built)| !built && !replaced(backend_of(name)))
         .map(|(name, _)| *name)
         .collect();
     Ok(Stack {
@@ -444,10 +453,57 @@ async fn start_with_shutdown(settings: Settings, stop: CancellationToken) -> any
         email,
         tools: gateway.tool_names(),
         missing,
+        fronted,
+        down: gateway.down(),
         stop,
         server,
         sync_loop,
     })
+}
+
+/// The gateway's backend name for each of the suite's servers (their tools' prefix): an
+/// `[[upstream]]` of that name replaces the server's in-process copy.
+fn backend_of(server: &str) -> &str {
+    match server {
+        "vault-claim" => "vault",
+        "email-draft" => "email",
+        "social-draft" => "social",
+        other => other,
+    }
+}
+
+/// Adds the config's `[[upstream]]`s to `builder`, beside the servers hosted in-process,
+/// behind the same guard, approvals and audit. One named like a suite server (`vault`,
+/// `email`, `social`, `whatsapp`, `payments`) stands in for it (the caller leaves that
+/// server out); the config only accepts such a name with `prefix = false`, so its tools
+/// keep the names approvals and policy know. Returns a line per upstream for the person
+/// starting the stack.
+fn front_upstreams(
+    mut builder: crate::gateway::GatewayBuilder,
+    config: &Config,
+) -> anyhow::Result<(crate::gateway::GatewayBuilder, Vec<String>)> {
+    let suite: Vec<&str> = LOCAL_SERVERS.iter().map(|(name, _)| *name).collect();
+    let mut lines = Vec::new();
+    for upstream in &config.upstreams {
+        let headers = upstream
+            .headers(|var| std::env::var(var).ok())
+            .map_err(anyhow::Error::msg)?;
+        builder = builder.upstream_with_headers(
+            &upstream.name,
+            upstream.url.as_str(),
+            upstream.prefix,
+            headers,
+        );
+        let stands_in = suite.iter().find(|s| backend_of(s) == upstream.name);
+        lines.push(match stands_in {
+            Some(server) => format!(
+                "upstream `{}` at {} (in place of the in-process {server})",
+                upstream.name, upstream.url
+            ),
+            None => format!("upstream `{}` at {}", upstream.name, upstream.url),
+        });
+    }
+    Ok((builder, lines))
 }
 
 /// Adopts the owner's hand moves into `Approved/` of the vault at `dir`, if it exists and
@@ -522,6 +578,7 @@ fn email_config(
     email
         .apply_file(&config.email)
         .map_err(|e| anyhow::anyhow!("[email]: {e}"))?;
+    email.max_pending_approvals = config.limits.max_pending_approvals;
     match zone {
         Zone::Cloud => email.smtp = None,
         Zone::Local => {
@@ -610,6 +667,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         stack.tools.len(),
         started.elapsed().as_millis()
     );
+    // After the line above: the first URL printed is the gateway's.
+    for line in &stack.fronted {
+        println!("aie up ({zone}): fronting {line}");
+    }
+    for (name, reason) in &stack.down {
+        eprintln!(
+            "aie up ({zone}): upstream `{name}` is down ({reason}); its tools appear once it answers"
+        );
+    }
     tokio::spawn(async move {
         http::shutdown_signal().await;
         stop.cancel();
