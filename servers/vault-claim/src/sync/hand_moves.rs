@@ -26,6 +26,7 @@
 //! A vault with no git repository, or with no commit yet, has no hand moves.
 
 use std::{
+    cell::OnceCell,
     fs,
     io::ErrorKind,
     path::{Path, PathBuf},
@@ -83,7 +84,9 @@ pub fn hand_moves(vault_root: &Path) -> Result<Vec<ApprovalId>, SyncError> {
     scan(vault_root, None)
 }
 
-/// The hand moves among `only` (or among every file in `Approved/`).
+/// The hand moves among `only` (or among every file in `Approved/`). The cheap checks
+/// (the files, `main`'s tree) come first; the index, read whole, only for a file that
+/// passes them.
 fn scan(root: &Path, only: Option<&ApprovalId>) -> Result<Vec<ApprovalId>, SyncError> {
     let repo = match Repository::open(root) {
         Ok(repo) => repo,
@@ -103,10 +106,13 @@ fn scan(root: &Path, only: Option<&ApprovalId>) -> Result<Vec<ApprovalId>, SyncE
             found.push(id);
         }
     }
+    if found.is_empty() {
+        return Ok(found);
+    }
     // A git operation that began meanwhile may have written files the index and `main` do
     // not show yet: then nothing here is trusted.
-    match Settled::read(&repo, root)? {
-        Some(after) if after.same_as(&before) => Ok(found),
+    match At::now(&repo, root)? {
+        Some(after) if after == before.at => Ok(found),
         _ => Ok(Vec::new()),
     }
 }
@@ -131,13 +137,54 @@ fn approved_files(root: &Path) -> Result<Vec<ApprovalId>, SyncError> {
     Ok(ids)
 }
 
-/// The repository at rest: `main` checked out, its tree, and the index as on disk.
-struct Settled<'r> {
+/// Where a repository at rest stands: `main`'s commit, checked out, and the index file's
+/// identity (git replaces the file by a rename on every write). Two equal readings mean
+/// nothing moved in between.
+#[derive(Debug, PartialEq, Eq)]
+struct At {
     head: Oid,
-    tree: Tree<'r>,
-    index: Index,
-    /// The index file's identity: git replaces it by a rename on every write.
     index_stamp: Option<IndexStamp>,
+}
+
+impl At {
+    /// Where the repository stands, or `None` when a git operation is under way or `main`
+    /// is not what is checked out (or has no commit).
+    fn now(repo: &Repository, root: &Path) -> Result<Option<Self>, SyncError> {
+        let git_dir = repo.path();
+        let busy = [CHECKOUT_JOURNAL, "index.lock", "HEAD.lock"]
+            .iter()
+            .any(|name| fs::symlink_metadata(git_dir.join(name)).is_ok());
+        if busy || repo.state() != RepositoryState::Clean {
+            return Ok(None);
+        }
+        // Before `main` is read: an index written after this shows as another stamp.
+        let index_stamp = index_stamp(&git_dir.join("index"));
+        let head = match repo.head() {
+            Ok(head) => head,
+            Err(e) if matches!(e.code(), ErrorCode::UnbornBranch | ErrorCode::NotFound) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(SyncError::git("read HEAD", root)(e)),
+        };
+        if head.name().ok() != Some(BRANCH) {
+            return Ok(None);
+        }
+        let Some(head) = head.target() else {
+            return Ok(None);
+        };
+        Ok(Some(Self { head, index_stamp }))
+    }
+}
+
+/// The repository at rest: where it stands, `main`'s tree, and (read when first needed)
+/// the index as on disk.
+struct Settled<'r> {
+    at: At,
+    tree: Tree<'r>,
+    /// `main`'s `Approved/`, parsed once (libgit2 does not cache a large tree, so a lookup
+    /// by path would parse it again each time).
+    approved: Option<Tree<'r>>,
+    index: OnceCell<Index>,
 }
 
 /// What tells one index file from the next: inode, size and modification time.
@@ -149,72 +196,69 @@ struct IndexStamp {
 }
 
 impl<'r> Settled<'r> {
-    /// The repository's state, or `None` when a git operation is under way or `main` is
-    /// not what is checked out (or has no commit).
+    /// The repository at rest, or `None` when a git operation is under way or `main` is not
+    /// what is checked out (or has no commit).
     fn read(repo: &'r Repository, root: &Path) -> Result<Option<Self>, SyncError> {
         let gitx = |action| SyncError::git(action, root);
-        let git_dir = repo.path();
-        let busy = [CHECKOUT_JOURNAL, "index.lock", "HEAD.lock"]
-            .iter()
-            .any(|name| fs::symlink_metadata(git_dir.join(name)).is_ok());
-        if busy || repo.state() != RepositoryState::Clean {
+        let Some(at) = At::now(repo, root)? else {
             return Ok(None);
-        }
-        let head = match repo.head() {
-            Ok(head) => head,
-            Err(e) if matches!(e.code(), ErrorCode::UnbornBranch | ErrorCode::NotFound) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(gitx("read HEAD")(e)),
         };
-        if head.name().ok() != Some(BRANCH) {
-            return Ok(None);
-        }
-        let commit = head.peel_to_commit().map_err(gitx("read HEAD"))?;
-        let tree = commit.tree().map_err(gitx("read HEAD"))?;
-        let mut index = repo.index().map_err(gitx("read the index"))?;
-        // The repository object may hold an index read earlier: the file is what counts.
-        index.read(true).map_err(gitx("read the index"))?;
+        let tree = repo
+            .find_commit(at.head)
+            .and_then(|commit| commit.tree())
+            .map_err(gitx("read HEAD"))?;
+        let approved = match tree.get_name(APPROVED) {
+            Some(entry) if entry.kind() == Some(ObjectType::Tree) => {
+                Some(repo.find_tree(entry.id()).map_err(gitx("read HEAD"))?)
+            }
+            _ => None,
+        };
         Ok(Some(Self {
-            head: commit.id(),
+            at,
             tree,
-            index,
-            index_stamp: index_stamp(&git_dir.join("index")),
+            approved,
+            index: OnceCell::new(),
         }))
     }
 
-    /// Whether nothing moved between two readings.
-    fn same_as(&self, other: &Self) -> bool {
-        self.head == other.head && self.index_stamp == other.index_stamp
+    /// The index as on disk, read once.
+    fn index(&self, repo: &Repository, root: &Path) -> Result<&Index, SyncError> {
+        if let Some(index) = self.index.get() {
+            return Ok(index);
+        }
+        let gitx = |action| SyncError::git(action, root);
+        let mut index = repo.index().map_err(gitx("read the index"))?;
+        // The repository object may hold an index read earlier: the file is what counts.
+        index.read(true).map_err(gitx("read the index"))?;
+        Ok(self.index.get_or_init(|| index))
     }
 
-    /// The rules of the module doc, for one id.
+    /// The rules of the module doc, for one id, cheapest first.
     fn is_hand_move(
         &self,
         repo: &Repository,
         root: &Path,
         id: &ApprovalId,
     ) -> Result<bool, SyncError> {
-        let approved = format!("{APPROVED}/{}", id.file_name());
-        let on_disk = root.join(&approved);
-        if !fs::symlink_metadata(&on_disk).is_ok_and(|m| m.is_file())
-            || self.tree.get_path(Path::new(&approved)).is_ok()
-            || self.index.get_path(Path::new(&approved), 0).is_some()
-        {
+        let name = id.file_name();
+        let on_disk = root.join(APPROVED).join(&name);
+        let committed = self
+            .approved
+            .as_ref()
+            .is_some_and(|tree| tree.get_name(&name).is_some());
+        if committed || !fs::symlink_metadata(&on_disk).is_ok_and(|m| m.is_file()) {
             return Ok(false);
         }
         let mut pending = Domain::ALL.into_iter().filter_map(|domain| {
-            let path = format!("{PENDING_APPROVAL}/{domain}/{}", id.file_name());
+            let path = format!("{PENDING_APPROVAL}/{domain}/{name}");
             let entry = self.tree.get_path(Path::new(&path)).ok()?;
             Some((path, entry.id(), entry.filemode(), entry.kind()))
         });
         let (Some((path, blob, mode, kind)), None) = (pending.next(), pending.next()) else {
             return Ok(false);
         };
-        let staged = self.index.get_path(Path::new(&path), 0);
         if kind != Some(ObjectType::Blob)
             || !REGULAR.contains(&mode)
-            || staged.is_none_or(|e| e.id != blob)
             || fs::symlink_metadata(root.join(&path)).is_ok()
         {
             return Ok(false);
@@ -228,7 +272,14 @@ impl<'r> Settled<'r> {
         let committed = repo
             .find_blob(blob)
             .map_err(SyncError::git("read blob", root))?;
-        Ok(bytes == committed.content())
+        if bytes != committed.content() {
+            return Ok(false);
+        }
+        let index = self.index(repo, root)?;
+        let approved = format!("{APPROVED}/{name}");
+        let staged = index.get_path(Path::new(&path), 0);
+        Ok(index.get_path(Path::new(&approved), 0).is_none()
+            && staged.is_some_and(|e| e.id == blob))
     }
 }
 
