@@ -12,7 +12,10 @@
 //! Only what differs from the merge base is looked at: the base was accepted already, so a
 //! sync that brings 100 notes into a 10,000-note vault checks about 100 entries.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::Hasher,
+};
 
 use git2::{ObjectType, Oid, Repository, Tree};
 
@@ -98,13 +101,20 @@ pub(crate) fn check_tree(
     incoming: &Tree<'_>,
 ) -> Vec<Refused> {
     let mut refused = Vec::new();
-    check_level(repo, known, incoming, "", &mut refused);
+    match repo.odb() {
+        Ok(odb) => check_level(repo, &odb, known, incoming, "", &mut refused),
+        Err(e) => refused.push(Refused {
+            path: String::new(),
+            reason: format!("the object database cannot be read: {}", e.message()),
+        }),
+    }
     refused
 }
 
 /// [`check_tree`] for one folder, `prefix` its path with a trailing `/` (or empty).
 fn check_level(
     repo: &Repository,
+    odb: &git2::Odb<'_>,
     known: Option<&Tree<'_>>,
     incoming: &Tree<'_>,
     prefix: &str,
@@ -116,26 +126,7 @@ fn check_level(
             reason,
         });
     };
-    // Names equal but for case (or twice the same name, which git itself never writes)
-    // would be one file on a case-insensitive disk: only the one the base knows is kept.
-    let mut by_case: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    for entry in incoming.iter() {
-        let lower = String::from_utf8_lossy(entry.name_bytes()).to_lowercase();
-        by_case
-            .entry(lower)
-            .or_default()
-            .push(entry.name_bytes().to_vec());
-    }
-    let mut clashing: BTreeSet<Vec<u8>> = BTreeSet::new();
-    for names in by_case.values().filter(|names| names.len() > 1) {
-        for name in names {
-            let known_name = known.is_some_and(|k| k.get_name_bytes(name).is_some());
-            let twice = names.iter().filter(|n| *n == name).count() > 1;
-            if twice || !known_name {
-                clashing.insert(name.clone());
-            }
-        }
-    }
+    let clashing = case_clashes(known, incoming);
     for entry in incoming.iter() {
         let name = entry.name_bytes();
         let old = known.and_then(|k| k.get_name_bytes(name));
@@ -176,6 +167,7 @@ fn check_level(
                 .and_then(|o| repo.find_tree(o.id()).ok());
             check_level(
                 repo,
+                odb,
                 old_tree.as_ref(),
                 &subtree,
                 &format!("{path}/"),
@@ -183,7 +175,7 @@ fn check_level(
             );
             continue;
         }
-        match blob_size(repo, entry.id()) {
+        match blob_size(odb, entry.id()) {
             Some(size) if size <= MAX_FILE_BYTES => {}
             Some(size) => refuse(
                 refused,
@@ -195,9 +187,67 @@ fn check_level(
     }
 }
 
+/// The names of `incoming` that equal another of its names but for case (or twice the same
+/// name, which git itself never writes): they would be one file on a case-insensitive disk,
+/// so only the one `known` (the merge base) has is kept.
+///
+/// One pass hashes every name folded to lower case; only names whose hashes meet are
+/// compared, so a folder of 10,000 names costs no allocation per name.
+fn case_clashes(known: Option<&Tree<'_>>, incoming: &Tree<'_>) -> BTreeSet<Vec<u8>> {
+    // Only a name the base did not have can make a new clash: a folder whose names the
+    // base all had was accepted with them. A name written twice (git never does; a tree
+    // written byte by byte can) sits next to itself in the sorted tree.
+    let all_known = known.is_some_and(|k| {
+        let mut previous: Option<Vec<u8>> = None;
+        incoming.iter().all(|entry| {
+            let name = entry.name_bytes();
+            let again = previous.as_deref() == Some(name);
+            previous = Some(name.to_vec());
+            !again && k.get_name_bytes(name).is_some()
+        })
+    });
+    if all_known {
+        return BTreeSet::new();
+    }
+    let fold = |name: &[u8]| -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        if name.is_ascii() {
+            for byte in name {
+                hasher.write_u8(byte.to_ascii_lowercase());
+            }
+        } else {
+            hasher.write(String::from_utf8_lossy(name).to_lowercase().as_bytes());
+        }
+        hasher.finish()
+    };
+    let mut counts: HashMap<u64, u32> = HashMap::with_capacity(incoming.len());
+    for entry in incoming.iter() {
+        *counts.entry(fold(entry.name_bytes())).or_default() += 1;
+    }
+    let mut by_case: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for entry in incoming.iter() {
+        let name = entry.name_bytes();
+        if counts.get(&fold(name)).is_some_and(|n| *n > 1) {
+            let lower = String::from_utf8_lossy(name).to_lowercase();
+            by_case.entry(lower).or_default().push(name.to_vec());
+        }
+    }
+    let mut clashing = BTreeSet::new();
+    for names in by_case.values().filter(|names| names.len() > 1) {
+        for name in names {
+            let known_name = known.is_some_and(|k| k.get_name_bytes(name).is_some());
+            let twice = names.iter().filter(|n| *n == name).count() > 1;
+            if twice || !known_name {
+                clashing.insert(name.clone());
+            }
+        }
+    }
+    clashing
+}
+
 /// A blob's size from its header, without reading it; `None` when it is no readable blob.
-fn blob_size(repo: &Repository, id: Oid) -> Option<usize> {
-    let (size, kind) = repo.odb().ok()?.read_header(id).ok()?;
+fn blob_size(odb: &git2::Odb<'_>, id: Oid) -> Option<usize> {
+    let (size, kind) = odb.read_header(id).ok()?;
     (kind == ObjectType::Blob).then_some(size)
 }
 
