@@ -12,10 +12,15 @@
 //! - [`tools`]: tools declared once, as typed handlers; schemas and result envelopes follow.
 //! - [`config`]: `aie.toml`: loading with every error at its line, the JSON Schema,
 //!   flag and `AIE_*` overrides, live reload.
+//! - [`executor`]: every execute tool's at-most-once machinery: the journal written before
+//!   and after each action, in doubt after a crash, read back when the service can tell;
+//!   a server supplies only its [`Effect`](executor::Effect).
 //! - [`endpoint`]: `/mcp` in front of rmcp: body limit, JSON-RPC envelope errors,
 //!   2025-03-26 batches, per-method metrics.
 //! - [`http`]: the listener: `/mcp`, `/healthz`, `/readyz`, `/metrics`, Host and Origin
 //!   checks, body limit, timeouts, concurrency limit, TLS, graceful shutdown.
+//! - [`money`]: [`Money`]: integer minor units with their ISO 4217 currency, parsed from
+//!   decimal strings, never floats.
 //! - [`metrics`]: Prometheus counters and latency histograms per method and tool.
 //! - [`policy`]: effect classes, zones and client roles: which tool a call may reach.
 //! - [`telemetry`]: `tracing` set-up.
@@ -39,6 +44,9 @@ pub use direct::DirectCalls;
 
 pub mod endpoint;
 
+pub mod executor;
+pub use executor::{Effect, Executor};
+
 pub mod http;
 pub use http::{HttpOptions, ReadyCheck, TlsFiles, app, serve, shutdown_signal};
 
@@ -47,6 +55,9 @@ pub use mcp::{ToolServer, rmcp, streamable_http};
 
 pub mod metrics;
 pub use metrics::Metrics;
+
+pub mod money;
+pub use money::{Currency, Money, MoneyError};
 
 pub mod policy;
 pub use policy::{Decision, EffectClass, Policy, Zone};

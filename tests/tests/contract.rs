@@ -7,7 +7,7 @@
 use std::{path::Path, process::Command};
 
 use aie_e2e::{
-    Aie, audit_records_in, last_json_line, peer, peers_dir, run,
+    Aie, audit_records_in, last_json_line, peer, peers_dir, run, shown_hash,
     zones::{SmtpSink, TOKEN, agent_call, agent_ok},
 };
 use aie_shared::{
@@ -246,8 +246,24 @@ async fn every_server_takes_the_common_flags() {
     let mut cloud = vec!["serve".to_owned(), "email-draft".to_owned()];
     cloud.extend(common("cloud", "email-state"));
     cloud.extend(["--smtp".to_owned(), "smtp://127.0.0.1:1".to_owned()]);
-    let refused = run(Command::new(aie_e2e::aie_bin()).args(&cloud));
-    assert_eq!(refused.status.code(), Some(1));
+    // Refused at once; should it start instead, it is stopped and the test fails.
+    let mut child = Command::new(aie_e2e::aie_bin())
+        .args(&cloud)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn aie");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let refused = child.wait_with_output().expect("output");
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "email-draft started in the cloud"
+    );
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(
         why.contains("--zone cloud refuses to start with an SMTP server"),
@@ -332,8 +348,9 @@ fn aie_up_fronts_an_upstream_named_like_a_suite_server() {
     assert!(sink.messages().is_empty(), "sent without approval");
 
     let approvals = Approvals::open(vault.clone(), &state).expect("ledger");
+    let approval = ApprovalId::new(&id).expect("id");
     approvals
-        .approve(&ApprovalId::new(&id).expect("id"), "owner")
+        .approve(&approval, "owner", &shown_hash(&approvals, &approval))
         .expect("approve");
     let sent = agent_ok(&stack.url, "email_send", &json!({"approval_id": id}));
     assert_eq!(sent["approval_id"], id.as_str(), "{sent}");
