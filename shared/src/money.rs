@@ -360,7 +360,10 @@ mod tests {
     #[test]
     fn amounts_parse_exactly_in_minor_units() {
         let eur = Money::parse_exact("1250.00", cur("EUR")).expect("eur");
-        assert_eq!((eur.minor(), eur.to_string().as_str()), (125_000, "1250.00 EUR"));
+        assert_eq!(
+            (eur.minor(), eur.to_string().as_str()),
+            (125_000, "1250.00 EUR")
+        );
         let jpy = Money::parse_exact("1250", cur("JPY")).expect("jpy");
         assert_eq!((jpy.minor(), jpy.amount().as_str()), (1250, "1250"));
         let kwd = Money::parse_exact("1.250", cur("KWD")).expect("kwd");
@@ -372,7 +375,10 @@ mod tests {
             .and_then(|a| a.checked_add(Money::parse("0.2", cur("EUR"))?))
             .expect("sum");
         assert_eq!(sum, Money::parse_exact("0.30", cur("EUR")).expect("0.30"));
-        assert_eq!(Money::parse("500", cur("EUR")).expect("500").minor(), 50_000);
+        assert_eq!(
+            Money::parse("500", cur("EUR")).expect("500").minor(),
+            50_000
+        );
         assert_eq!(Money::from_minor(5, cur("EUR")).amount(), "0.05");
     }
 
@@ -380,7 +386,9 @@ mod tests {
     #[test]
     fn amounts_refuse_floats_signs_and_extra_places() {
         let eur = cur("EUR");
-        for bad in ["", ".5", "5.", "-1.00", "+1", "1e3", "1 000", "1,000.00", "0x10", "NaN"] {
+        for bad in [
+            "", ".5", "5.", "-1.00", "+1", "1e3", "1 000", "1,000.00", "0x10", "NaN",
+        ] {
             let err = Money::parse(bad, eur).expect_err(bad);
             assert!(matches!(err, MoneyError::Malformed { .. }), "{bad}: {err}");
         }
@@ -404,7 +412,10 @@ mod tests {
     #[test]
     fn unknown_currencies_are_refused_clearly() {
         assert!(matches!(Currency::new("eur"), Err(MoneyError::NotACode(_))));
-        assert!(matches!(Currency::new("EURO"), Err(MoneyError::NotACode(_))));
+        assert!(matches!(
+            Currency::new("EURO"),
+            Err(MoneyError::NotACode(_))
+        ));
         let err = Currency::new("XYZ").expect_err("unknown");
         assert_eq!(
             err.to_string(),
@@ -417,7 +428,10 @@ mod tests {
     fn money_round_trips_through_json_as_strings() {
         let kwd = Money::parse_exact("1.250", cur("KWD")).expect("kwd");
         let json = serde_json::to_value(kwd).expect("json");
-        assert_eq!(json, serde_json::json!({"amount": "1.250", "currency": "KWD"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"amount": "1.250", "currency": "KWD"})
+        );
         assert_eq!(serde_json::from_value::<Money>(json).expect("back"), kwd);
         let float = serde_json::json!({"amount": 1.25, "currency": "KWD"});
         assert!(serde_json::from_value::<Money>(float).is_err());

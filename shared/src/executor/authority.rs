@@ -100,7 +100,9 @@ fn approved(
             "approval `{id}` is at {path}, not in Approved/: it has not been approved"
         ));
     }
-    if request.meta.tool != tool || !spec.tools.contains(&tool) || request.meta.domain != spec.domain
+    if request.meta.tool != tool
+        || !spec.tools.contains(&tool)
+        || request.meta.domain != spec.domain
     {
         return Err(format!(
             "approval `{id}` is for {} in {}, not for {tool}",
@@ -131,7 +133,11 @@ fn approved(
 
 /// With a ledger in `state_dir`: the file must be exactly what it approved, and in use by
 /// the gateway now. Without one, nothing to check.
-fn check_ledger(state_dir: &Path, id: &ApprovalId, request: &ApprovalRequest) -> Result<(), String> {
+fn check_ledger(
+    state_dir: &Path,
+    id: &ApprovalId,
+    request: &ApprovalRequest,
+) -> Result<(), String> {
     if !state_dir.join(LEDGER_FILE).is_file() || !state_dir.join(KEY_FILE).is_file() {
         return Ok(());
     }
@@ -146,7 +152,9 @@ fn check_ledger(state_dir: &Path, id: &ApprovalId, request: &ApprovalRequest) ->
         Err(e) => return refuse(format!("cannot be checked: {e}")),
     };
     if let Some(damage) = ledger.damage() {
-        return refuse(format!("cannot be checked, the ledger is damaged: {damage}"));
+        return refuse(format!(
+            "cannot be checked, the ledger is damaged: {damage}"
+        ));
     }
     let Some(record) = ledger.get(id) else {
         return refuse("has no entry: the owner approves with `aie approvals approve`".into());

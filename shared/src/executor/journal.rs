@@ -254,23 +254,23 @@ impl Journal {
 
     /// Every approval in doubt, oldest first.
     pub fn in_doubt(&self) -> Vec<InDoubt> {
-        let mut out: Vec<InDoubt> = self
-            .last
-            .values()
-            .filter(|e| e.state.is_in_doubt())
-            .map(|e| InDoubt {
-                executor: self.executor.to_owned(),
-                approval_id: e.approval_id.clone(),
-                effect_id: e.effect_id.clone(),
-                target: e.target.clone(),
-                since: e.ts.clone(),
-                detail: match (&e.state, &e.detail) {
-                    (JournalState::InDoubt, Some(d)) => d.clone(),
-                    _ => "the server stopped while acting; whether it happened is unknown"
-                        .to_owned(),
-                },
-            })
-            .collect();
+        let mut out: Vec<InDoubt> =
+            self.last
+                .values()
+                .filter(|e| e.state.is_in_doubt())
+                .map(|e| InDoubt {
+                    executor: self.executor.to_owned(),
+                    approval_id: e.approval_id.clone(),
+                    effect_id: e.effect_id.clone(),
+                    target: e.target.clone(),
+                    since: e.ts.clone(),
+                    detail: match (&e.state, &e.detail) {
+                        (JournalState::InDoubt, Some(d)) => d.clone(),
+                        _ => "the server stopped while acting; whether it happened is unknown"
+                            .to_owned(),
+                    },
+                })
+                .collect();
         out.sort_by(|a, b| (&a.since, &a.approval_id).cmp(&(&b.since, &b.approval_id)));
         out
     }
@@ -348,7 +348,8 @@ mod tests {
         let mut j = Journal::open(dir.path(), &SPEC).expect("reopen");
         assert!(j.damaged().is_none());
         assert_eq!(j.in_doubt().len(), 1);
-        j.append(entry("a", JournalState::Done)).expect("after a torn line");
+        j.append(entry("a", JournalState::Done))
+            .expect("after a torn line");
         let j = Journal::open(dir.path(), &SPEC).expect("reopen");
         assert!(j.damaged().is_none(), "{:?}", j.damaged());
         assert!(j.in_doubt().is_empty());
@@ -373,7 +374,10 @@ mod tests {
         let j = Journal::open(dir.path(), &SPEC).expect("open");
         assert!(j.damaged().is_none(), "{:?}", j.damaged());
         assert_eq!(j.last("r1").map(|e| e.state), Some(JournalState::Done));
-        assert_eq!(j.last("r2").map(|e| e.state), Some(JournalState::NotExecuted));
+        assert_eq!(
+            j.last("r2").map(|e| e.state),
+            Some(JournalState::NotExecuted)
+        );
         let doubt = j.in_doubt();
         assert_eq!(doubt.len(), 1);
         assert_eq!(

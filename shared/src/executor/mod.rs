@@ -269,9 +269,10 @@ impl<E: Effect> Executor<E> {
             .action(id, tool, spec)
             .await
             .map_err(ExecError::NotExecuted)?;
-        let prepared = self.effect.prepare(&action).map_err(|why| {
-            ExecError::NotExecuted(format!("approval `{id}`: {why}"))
-        })?;
+        let prepared = self
+            .effect
+            .prepare(&action)
+            .map_err(|why| ExecError::NotExecuted(format!("approval `{id}`: {why}")))?;
         let Some(_running) = self.start_running(id) else {
             return Err(ExecError::NotExecuted(format!(
                 "approval `{id}` is being carried out right now by another call"
@@ -305,11 +306,16 @@ impl<E: Effect> Executor<E> {
                         effect_id: earlier.effect_id.clone(),
                         receipt: earlier.receipt.clone(),
                         target: earlier.target.clone(),
-                        detail: format!("{} at {}; not {} again", labels.done, earlier.ts, labels.done),
+                        detail: format!(
+                            "{} at {}; not {} again",
+                            labels.done, earlier.ts, labels.done
+                        ),
                         in_doubt: journal.in_doubt(),
                     });
                 }
-                Some(earlier) if earlier.state == JournalState::NotExecuted && earlier.read_back => {
+                Some(earlier)
+                    if earlier.state == JournalState::NotExecuted && earlier.read_back =>
+                {
                     return Err(ExecError::NotExecuted(format!(
                         "approval `{id}` was in doubt and reading back settled it at {}: it never happened ({}); once in doubt an approval is not carried out again: draft it again",
                         earlier.ts,
@@ -345,7 +351,11 @@ impl<E: Effect> Executor<E> {
         }
         let (line, result) = match performed {
             Ok(done) => (
-                entry(JournalState::Done, done.receipt.clone(), Some(done.detail.clone())),
+                entry(
+                    JournalState::Done,
+                    done.receipt.clone(),
+                    Some(done.detail.clone()),
+                ),
                 Ok(done),
             ),
             Err(EffectError::NotExecuted(why)) => (

@@ -97,9 +97,7 @@ impl Effect for Fake {
         };
         if took {
             service.performed.push(request.clone());
-            service
-                .holds
-                .push(format!("ctid-{}", action.approval_id));
+            service.holds.push(format!("ctid-{}", action.approval_id));
         }
         answer
     }
@@ -171,14 +169,24 @@ impl World {
 
     /// The executor behind a gateway: `actions` is what the guard hands over.
     fn behind_gateway(&self, fake: &Fake, actions: &AuthorizedActions) -> Executor<Fake> {
-        Executor::open(fake.clone(), &self.state(), Authority::Gateway(actions.clone()))
-            .expect("executor")
-            .with_ledger(self.approvals.clone(), AgentName::new("local").expect("agent"))
+        Executor::open(
+            fake.clone(),
+            &self.state(),
+            Authority::Gateway(actions.clone()),
+        )
+        .expect("executor")
+        .with_ledger(
+            self.approvals.clone(),
+            AgentName::new("local").expect("agent"),
+        )
     }
 
     /// What the guard does: authorize (marks used) and hand over.
     fn authorize(&self, id: &ApprovalId, payload: &Value, actions: &AuthorizedActions) {
-        let authorized = self.approvals.authorize(id, TOOL, payload).expect("authorize");
+        let authorized = self
+            .approvals
+            .authorize(id, TOOL, payload)
+            .expect("authorize");
         actions.grant(authorized);
     }
 
@@ -225,7 +233,13 @@ async fn executes_once_and_answers_already_done_after() {
     let text = std::fs::read_to_string(world.state().join(SPEC.file)).expect("journal");
     let states: Vec<&str> = text
         .lines()
-        .map(|l| if l.contains("\"started\"") { "started" } else { "done" })
+        .map(|l| {
+            if l.contains("\"started\"") {
+                "started"
+            } else {
+                "done"
+            }
+        })
         .collect();
     assert_eq!(states, ["started", "done"]);
 }
@@ -265,14 +279,18 @@ async fn acts_on_the_authorized_payload_never_on_a_second_read() {
     world.authorize(&id, &payload, &actions);
     // A sync lands between the check and the action: another payee, a recomputed hash.
     let path = world.vault.root().join("Approved/pay-2.md");
-    let mut request = ApprovalRequest::parse(&std::fs::read_to_string(&path).expect("read"))
-        .expect("parse");
+    let mut request =
+        ApprovalRequest::parse(&std::fs::read_to_string(&path).expect("read")).expect("parse");
     request.meta.payload = json!({"payee": "MALLORY", "amount": "9999.00", "currency": "EUR"});
     request.meta.payload_sha256 = crate::vault::payload_sha256(&request.meta.payload);
     std::fs::write(&path, request.render().expect("render")).expect("swap");
 
     exec.execute(&id, TOOL).await.expect("executed");
-    assert_eq!(fake.service().performed, [payload], "what the human approved, only");
+    assert_eq!(
+        fake.service().performed,
+        [payload],
+        "what the human approved, only"
+    );
 }
 
 /// `not_executed` leaves the approval usable: the next execution performs it once.
@@ -282,7 +300,9 @@ async fn not_executed_can_run_again() {
     let fake = Fake::default();
     fake.service()
         .answers
-        .push_back(Err(EffectError::NotExecuted("503 before the request".into())));
+        .push_back(Err(EffectError::NotExecuted(
+            "503 before the request".into(),
+        )));
     let actions = AuthorizedActions::new();
     let exec = world.behind_gateway(&fake, &actions);
     let (id, payload) = world.approved("pay-3", "1.00");
@@ -335,10 +355,30 @@ async fn crash_points_never_perform_twice_and_read_back_settles() {
     // (point, whether the service took it, journal left, in doubt after restart)
     let cases = [
         (CrashPoint::BeforeJournal, false, None, false),
-        (CrashPoint::AfterJournal, false, Some(JournalState::Started), true),
-        (CrashPoint::AfterEffect, true, Some(JournalState::Started), true),
-        (CrashPoint::BeforeOutcome, true, Some(JournalState::Started), true),
-        (CrashPoint::AfterOutcome, true, Some(JournalState::Done), false),
+        (
+            CrashPoint::AfterJournal,
+            false,
+            Some(JournalState::Started),
+            true,
+        ),
+        (
+            CrashPoint::AfterEffect,
+            true,
+            Some(JournalState::Started),
+            true,
+        ),
+        (
+            CrashPoint::BeforeOutcome,
+            true,
+            Some(JournalState::Started),
+            true,
+        ),
+        (
+            CrashPoint::AfterOutcome,
+            true,
+            Some(JournalState::Done),
+            false,
+        ),
     ];
     for (point, took, left, doubt) in cases {
         for can_look_up in [false, true] {
@@ -366,9 +406,13 @@ async fn crash_points_never_perform_twice_and_read_back_settles() {
             // The restart: a fresh ledger handle (nothing in flight) and executor.
             let approvals = Approvals::open(world.vault.clone(), &world.state()).expect("ledger");
             let actions = AuthorizedActions::new();
-            let exec = Executor::open(fake.clone(), &world.state(), Authority::Gateway(actions.clone()))
-                .expect("executor")
-                .with_ledger(approvals.clone(), AgentName::new("local").expect("agent"));
+            let exec = Executor::open(
+                fake.clone(),
+                &world.state(),
+                Authority::Gateway(actions.clone()),
+            )
+            .expect("executor")
+            .with_ledger(approvals.clone(), AgentName::new("local").expect("agent"));
             let name = point.name();
             assert_eq!(exec.in_doubt().len(), usize::from(doubt), "{name}");
 
@@ -378,7 +422,11 @@ async fn crash_points_never_perform_twice_and_read_back_settles() {
             match (point, can_look_up) {
                 (CrashPoint::BeforeJournal, _) => {
                     assert!(settled.is_empty(), "{name}: nothing to read back");
-                    assert_eq!(ledger_doubt.len(), 1, "{name}: the ledger's use stays for the owner");
+                    assert_eq!(
+                        ledger_doubt.len(),
+                        1,
+                        "{name}: the ledger's use stays for the owner"
+                    );
                 }
                 (CrashPoint::AfterOutcome, _) => {
                     assert_eq!(settled.len(), 1, "{name}");
@@ -409,7 +457,10 @@ async fn crash_points_never_perform_twice_and_read_back_settles() {
                 actions.grant(authorized_again(&id, &payload));
                 let _ = exec.execute(&id, TOOL).await;
             }
-            assert!(fake.service().performed.is_empty(), "{name}: performed again");
+            assert!(
+                fake.service().performed.is_empty(),
+                "{name}: performed again"
+            );
         }
     }
 }
@@ -422,7 +473,10 @@ async fn read_back_pushed_by_the_service_settles_in_doubt() {
     let fake = Fake::default();
     let actions = AuthorizedActions::new();
     let (id, payload) = world.approved("wa-1", "0.00");
-    world.approvals.authorize(&id, TOOL, &payload).expect("authorize");
+    world
+        .approvals
+        .authorize(&id, TOOL, &payload)
+        .expect("authorize");
     world.crashed_with(&id, JournalState::Started);
     let approvals = Approvals::open(world.vault.clone(), &world.state()).expect("ledger");
     let exec = Executor::open(fake, &world.state(), Authority::Gateway(actions))
@@ -444,7 +498,12 @@ async fn read_back_pushed_by_the_service_settles_in_doubt() {
     assert!(exec.in_doubt().is_empty());
     assert!(approvals.in_doubt().expect("ledger").is_empty());
     let again = exec
-        .read_back(&id, LookUp::DidNotHappen { detail: "late".into() })
+        .read_back(
+            &id,
+            LookUp::DidNotHappen {
+                detail: "late".into(),
+            },
+        )
         .await
         .expect("no-op");
     assert!(again.is_none(), "a settled execution is not settled twice");
@@ -469,7 +528,11 @@ async fn one_approval_runs_once_at_a_time() {
     )
     .expect("executor");
     let (a, b) = tokio::join!(exec.execute(&id, TOOL), exec.execute(&id, TOOL));
-    assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1, "{a:?} {b:?}");
+    assert_eq!(
+        usize::from(a.is_ok()) + usize::from(b.is_ok()),
+        1,
+        "{a:?} {b:?}"
+    );
     assert_eq!(fake.service().performed, [payload]);
 }
 
@@ -492,7 +555,10 @@ async fn alone_it_rechecks_the_file_against_the_ledger() {
     let unused = exec.execute(&id, TOOL).await.expect_err("not in use");
     assert!(unused.to_string().contains("not marked used"), "{unused}");
 
-    world.approvals.authorize(&id, TOOL, &payload).expect("authorize");
+    world
+        .approvals
+        .authorize(&id, TOOL, &payload)
+        .expect("authorize");
     let path = world.vault.root().join("Approved/pay-7.md");
     let original = std::fs::read_to_string(&path).expect("read");
     let mut request = ApprovalRequest::parse(&original).expect("parse");
@@ -500,7 +566,10 @@ async fn alone_it_rechecks_the_file_against_the_ledger() {
     request.meta.payload_sha256 = crate::vault::payload_sha256(&request.meta.payload);
     std::fs::write(&path, request.render().expect("render")).expect("swap");
     let changed = exec.execute(&id, TOOL).await.expect_err("edited");
-    assert!(changed.to_string().contains("not what the owner approved"), "{changed}");
+    assert!(
+        changed.to_string().contains("not what the owner approved"),
+        "{changed}"
+    );
     assert!(fake.service().performed.is_empty());
 
     std::fs::write(&path, original).expect("restore");
