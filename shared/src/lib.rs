@@ -23,6 +23,8 @@
 //!   decimal strings, never floats.
 //! - [`metrics`]: Prometheus counters and latency histograms per method and tool.
 //! - [`policy`]: effect classes, zones and client roles: which tool a call may reach.
+//! - [`render`]: the one rendering path for text a person reads (control, bidi and
+//!   invisible characters escaped) and the UTS #39 look-alike warnings.
 //! - [`telemetry`]: `tracing` set-up.
 //! - [`vault`]: the shared markdown vault: layout, task and approval files, claim-by-move,
 //!   init/check/repair.
@@ -61,6 +63,8 @@ pub use money::{Currency, Money, MoneyError};
 
 pub mod policy;
 pub use policy::{Decision, EffectClass, Policy, Zone};
+
+pub mod render;
 
 pub mod telemetry;
 

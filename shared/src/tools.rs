@@ -391,7 +391,10 @@ fn success_result<O: ToolOutput>(output: &O) -> CallToolResult {
     match serde_json::to_value(output) {
         Ok(value) => {
             let mut result = CallToolResult::structured(value);
-            result.content = vec![Content::text(output.render())];
+            // The text rendering quotes vault files and mail: shown escaped, as to the owner.
+            result.content = vec![Content::text(
+                crate::render::text(&output.render()).into_owned(),
+            )];
             result
         }
         Err(e) => error_result(format!("internal error: result not serializable: {e}")),
@@ -399,7 +402,7 @@ fn success_result<O: ToolOutput>(output: &O) -> CallToolResult {
 }
 
 fn error_result(text: String) -> CallToolResult {
-    CallToolResult::error(vec![Content::text(text)])
+    CallToolResult::error(vec![Content::text(crate::render::text(&text).into_owned())])
 }
 
 /// An error result marked `key: true` in its `_meta`.

@@ -4,12 +4,22 @@
 //! Parsing never fails: `mail-parser` reads whatever it can of broken MIME, and what it
 //! cannot read at all still becomes a [`ParsedMail`] that says so in `problems`, so every
 //! delivered file turns into a task or a clear rejection and intake goes on.
+//!
+//! A header is written by whoever sent the mail, so its values are kept only as
+//! `aie_shared::render` shows them: a control, bidi or invisible character (an ANSI
+//! clear-screen sequence in a Message-ID, a right-to-left override in a Subject) is kept as
+//! its `\u{..}` escape, never as it came, and `problems` says which headers held one. The
+//! task, its title, the dashboard and a reply's `In-Reply-To`/`References` then carry the
+//! escaped text, which is plain printable ASCII where the raw one was not.
 
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders, PartType};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use aie_shared::vault::{TaskId, VaultError};
+use aie_shared::{
+    render,
+    vault::{TaskId, VaultError},
+};
 
 use crate::triage::{NOTABLE_HEADERS, truncate};
 
@@ -163,7 +173,8 @@ pub(crate) fn clean_text(text: &str) -> String {
         .collect()
 }
 
-/// One header line's worth of text: control characters and folding removed.
+/// One header line's worth of text: folding and runs of white space made one space (the
+/// other control characters are escaped afterwards, [`escape_headers`]).
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -217,7 +228,9 @@ pub fn parse(raw: &[u8], max_body_bytes: usize) -> ParsedMail {
             })
             .to_lowercase();
         mail.attachments.push(Attachment {
-            name: part.attachment_name().map(one_line),
+            name: part
+                .attachment_name()
+                .map(|n| render::line(&one_line(n)).into_owned()),
             content_type,
             size: part.len() as u64,
         });
@@ -263,10 +276,7 @@ fn read_headers(message: &mail_parser::Message<'_>, mail: &mut ParsedMail) {
     mail.to = mailboxes(message.to());
     mail.cc = mailboxes(message.cc());
     mail.reply_to = mailboxes(message.reply_to());
-    mail.subject = message
-        .subject()
-        .map(|s| one_line(&clean_text(s)))
-        .filter(|s| !s.is_empty());
+    mail.subject = message.subject().map(one_line).filter(|s| !s.is_empty());
     mail.date = message
         .date()
         .filter(|d| d.is_valid())
@@ -275,9 +285,58 @@ fn read_headers(message: &mail_parser::Message<'_>, mail: &mut ParsedMail) {
     mail.references = ids(message.references());
     for name in NOTABLE_HEADERS {
         if let Some(value) = message.header_raw(*name) {
-            mail.headers
-                .push(((*name).to_owned(), one_line(&clean_text(value))));
+            mail.headers.push(((*name).to_owned(), one_line(value)));
         }
+    }
+    escape_headers(mail);
+}
+
+/// Keeps every header value only in its escaped form ([`render::line`]), and says in
+/// `problems` which headers held a control, bidi or invisible character.
+fn escape_headers(mail: &mut ParsedMail) {
+    let mut held: Vec<String> = Vec::new();
+    let mut escape = |name: &str, value: &mut String| {
+        if let std::borrow::Cow::Owned(escaped) = render::line(value) {
+            *value = escaped;
+            if !held.iter().any(|h| h == name) {
+                held.push(name.to_owned());
+            }
+        }
+    };
+    if let Some(id) = mail.message_id.as_mut() {
+        escape("Message-ID", id);
+    }
+    for id in &mut mail.in_reply_to {
+        escape("In-Reply-To", id);
+    }
+    for id in &mut mail.references {
+        escape("References", id);
+    }
+    if let Some(subject) = mail.subject.as_mut() {
+        escape("Subject", subject);
+    }
+    for (header, list) in [
+        ("From", &mut mail.from),
+        ("To", &mut mail.to),
+        ("Cc", &mut mail.cc),
+        ("Reply-To", &mut mail.reply_to),
+    ] {
+        for mailbox in list.iter_mut() {
+            escape(header, &mut mailbox.address);
+            if let Some(name) = mailbox.name.as_mut() {
+                escape(header, name);
+            }
+        }
+    }
+    for (name, value) in &mut mail.headers {
+        let name = name.clone();
+        escape(&name, value);
+    }
+    if !held.is_empty() {
+        mail.problems.push(format!(
+            "the {} header(s) held control, bidi or invisible characters; they are kept escaped (as \\u{{..}}), never as they came",
+            held.join(", ")
+        ));
     }
 }
 
@@ -379,6 +438,36 @@ Hello\r\nthere\r\n";
         let other = parse(b"From: a@b.example\r\n\r\nother\r\n", 1024);
         assert_ne!(id, other.task_id().expect("id"));
         assert!(mail.problems[0].starts_with("no Message-ID"));
+    }
+
+    /// A Message-ID carrying a clear-screen sequence and a Subject carrying a right-to-left
+    /// override are kept only escaped, and the problem says so; the task id is stable.
+    #[test]
+    fn message_headers_with_escapes_are_kept_escaped() {
+        let raw = "From: \"Eve\u{202e}\" <eve@example.org>\r\n\
+Message-ID: <\u{1b}[2J\u{1b}[Hfake@x>\r\n\
+In-Reply-To: <\u{1b}]0;t\u{7}p@x>\r\n\
+Subject: =?utf-8?q?Invoice_=E2=80=AEfdp.exe?=\r\n\
+\r\n\
+Hello\r\n";
+        let mail = parse(raw.as_bytes(), 1024);
+        assert_eq!(
+            mail.message_id.as_deref(),
+            Some("<\\u{1b}[2J\\u{1b}[Hfake@x>")
+        );
+        assert_eq!(mail.in_reply_to, ["<\\u{1b}]0;t\\u{7}p@x>"]);
+        assert_eq!(mail.subject.as_deref(), Some("Invoice \\u{202e}fdp.exe"));
+        assert_eq!(mail.from[0].name.as_deref(), Some("Eve\\u{202e}"));
+        let problem = mail.problems.last().expect("a problem");
+        assert!(
+            problem.contains("Message-ID") && problem.contains("Subject"),
+            "{problem}"
+        );
+        assert_eq!(
+            mail.task_id().expect("id"),
+            parse(raw.as_bytes(), 1024).task_id().expect("id")
+        );
+        assert!(!mail.title().chars().any(aie_shared::render::is_hidden));
     }
 
     /// The body limit cuts on a character boundary and counts what it left out.

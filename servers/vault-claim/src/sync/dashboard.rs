@@ -3,6 +3,10 @@
 //! links, so it reads well in Obsidian. Nothing in it depends on the time of the rebuild, so
 //! an unchanged vault gives an unchanged file and no commit.
 //!
+//! Everything in it comes from vault files that the remote or a mail's sender may have
+//! written, so the whole text goes through `aie_shared::render` once it is built: a control,
+//! bidi or invisible character is written as its `\u{..}` escape, never as it came.
+//!
 //! Nothing here goes through a link: a folder or note reached through one is not counted,
 //! listed or quoted (it could hold any file of this machine, and the dashboard is pushed),
 //! and a `Dashboard.md` that is a link is refused, not written through or replaced.
@@ -165,7 +169,7 @@ fn render(vault: &Vault) -> Result<String, SyncError> {
                 )),
             }
         }
-        out.push_str("\nDecide with `aie approvals approve ID` or `aie approvals reject ID` on this machine.\n\n");
+        out.push_str("\nDecide on this machine: `aie approvals show ID` prints the exact payload and its payload_sha256, then `aie approvals approve ID --sha256 HEX` (or `aie approvals reject ID`).\n\n");
     }
 
     let counts = count_folders(root);
@@ -231,7 +235,7 @@ fn render(vault: &Vault) -> Result<String, SyncError> {
             when.format("%Y-%m-%d %H:%M UTC")
         ));
     }
-    Ok(out)
+    Ok(aie_shared::render::text(&out).into_owned())
 }
 
 /// The latest `Updates/` notes and completed tasks, newest first, at most [`RECENT`].
@@ -417,6 +421,34 @@ mod tests {
         assert!(refresh(&vault).expect("refresh"));
         let written = fs::read_to_string(root.join(DASHBOARD)).expect("dashboard");
         assert!(!written.contains("SECRET"), "{written}");
+    }
+
+    /// A pending request whose preview starts with a clear-screen sequence and a task title
+    /// holding a right-to-left override reach the dashboard escaped, never raw.
+    #[test]
+    fn dashboard_escapes_control_bidi_and_invisible_characters() {
+        let (_dir, vault, _bait) = vault_and_bait();
+        let request = ApprovalRequest::new(
+            aie_shared::vault::ApprovalId::new("a-1").expect("id"),
+            Domain::Email,
+            "email_send",
+            serde_json::json!({"to": ["alice@example.org"]}),
+            aie_shared::vault::AgentName::new("cloud").expect("agent"),
+            Utc::now() + chrono::TimeDelta::hours(1),
+        )
+        .with_preview("\u{1b}[2J\u{1b}[Hall fine\u{200b}");
+        vault.write_approval_request(&request).expect("request");
+        let text = render(&vault).expect("render");
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && aie_shared::render::is_hidden(c)),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("\\u{1b}[2J\\u{1b}[Hall fine\\u{200b}"),
+            "{text}"
+        );
     }
 
     /// A `Dashboard.md` that is a link is refused, naming it; its target stays as it was and
