@@ -4,14 +4,25 @@
 //! An approval lasts at most the local config's `[approvals] max_lifetime_hours` (the file
 //! `AIE_CONFIG` names, as for `aie up`; without one, 7 days), whatever the request's own
 //! `expires_at` says: `approve` records the capped expiry, `show` prints it.
+//!
+//! What runs is what the owner saw (contract invariant 8): `show ID` prints the exact payload
+//! and its `payload_sha256`, and `approve ID --sha256 HEX` approves only a payload hashing to
+//! it; without `--sha256`, on a terminal, `approve` prints the payload and asks, and with no
+//! terminal it refuses, saying how. Everything printed from the vault goes through
+//! `aie_shared::render`, and so does the JSON.
 
-use std::{path::Path, process::ExitCode};
+use std::{
+    io::{BufRead, IsTerminal, Write},
+    path::Path,
+    process::ExitCode,
+};
 
 use aie_email_draft::{InDoubt, send::SendJournal};
 use aie_shared::{
-    approvals::{Approvals, InDoubtSummary, PendingListing, local_user},
+    approvals::{Approvals, InDoubtSummary, PendingListing, ShownHash, local_user},
     audit,
     config::{self, Config},
+    render::{self, Line},
     vault::{ApprovalId, Vault},
 };
 use anyhow::Context;
@@ -122,7 +133,7 @@ pub fn list(vault: &Path, state: &Path, json: bool) -> anyhow::Result<ExitCode> 
     let mut listing = approvals.list_pending()?;
     merge_send_journal(&approvals, &mut listing, &send_journal_in_doubt(state));
     if json {
-        println!("{}", serde_json::to_string_pretty(&listing)?);
+        println!("{}", render::json(&listing)?);
     } else if listing.is_empty() {
         eprintln!("nothing waits for approval, nothing is in doubt");
     } else {
@@ -131,8 +142,8 @@ pub fn list(vault: &Path, state: &Path, json: bool) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// `show ID`: the request, its preview, what the ledger says, and what the send journal
-/// says when it holds the send in doubt.
+/// `show ID`: the exact payload, its hash and its warnings, the preview, what the ledger
+/// says, and what the send journal says when it holds the send in doubt.
 pub fn show(vault: &Path, state: &Path, raw_id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let view = open(vault, state)?.show(&id(raw_id)?)?;
     let journal = send_journal_in_doubt(state)
@@ -143,31 +154,93 @@ pub fn show(vault: &Path, state: &Path, raw_id: &str, json: bool) -> anyhow::Res
         if let (Some(doubt), Some(map)) = (&journal, value.as_object_mut()) {
             map.insert("send_journal_in_doubt".into(), serde_json::to_value(doubt)?);
         }
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", render::json(&value)?);
     } else {
         print!("{view}");
         if let Some(doubt) = &journal {
             println!(
                 "the email server's send journal holds this send IN DOUBT since {}: {} (Message-ID {}, through {}); it may or may not have arrived: check the recipient; it is never sent again by itself",
-                doubt.since, doubt.detail, doubt.message_id, doubt.transport
+                Line(&doubt.since),
+                Line(&doubt.detail),
+                Line(&doubt.message_id),
+                Line(&doubt.transport)
             );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `approve ID`: records the decision in the ledger and moves the file to `Approved/`.
-pub fn approve(vault: &Path, state: &Path, raw_id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let decided = open(vault, state)?.approve(&id(raw_id)?, &local_user())?;
+/// `approve ID [--sha256 HEX]`: approves the payload the owner saw, records the decision in
+/// the ledger (with the payload's hash) and moves the file to `Approved/`. With `--sha256`,
+/// only a payload hashing to HEX is approved; without it, on a terminal, the payload is
+/// printed and the owner asked; with no terminal, refused with the way to do it.
+pub fn approve(
+    vault: &Path,
+    state: &Path,
+    raw_id: &str,
+    sha256: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let approvals = open(vault, state)?;
+    let id = id(raw_id)?;
+    let shown = match sha256 {
+        Some(hex) => ShownHash::new(hex)?,
+        None if std::io::stdin().is_terminal() => match ask(&approvals, &id)? {
+            Some(shown) => shown,
+            None => {
+                eprintln!("{id} not approved: you answered no");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        None => anyhow::bail!(
+            "approval `{id}` not approved: there is no terminal to show the payload and ask on; run `aie approvals show {id}`, then `aie approvals approve {id} --sha256 <the first 8 or more hex digits of the payload_sha256 it prints>`"
+        ),
+    };
+    let decided = approvals.approve(&id, &local_user(), &shown)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&decided)?);
+        println!("{}", render::json(&decided)?);
     } else {
         println!(
             "{} approved by {} ({})",
-            decided.approval_id, decided.by, decided.path
+            decided.approval_id,
+            Line(&decided.by),
+            Line(&decided.path)
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// On a terminal: prints the request as `show` does and asks; the hash of the payload
+/// printed when the owner says yes, so what is approved is exactly what they read.
+fn ask(approvals: &Approvals, id: &ApprovalId) -> anyhow::Result<Option<ShownHash>> {
+    let view = approvals.show(id)?;
+    let Some(hash) = view.payload_sha256.clone() else {
+        anyhow::bail!(
+            "approval request `{id}` cannot be read, so it cannot be approved: see `aie approvals show {id}`"
+        );
+    };
+    let mut out = std::io::stdout().lock();
+    write!(out, "{view}")?;
+    if !view.warnings.is_empty() {
+        writeln!(
+            out,
+            "{} WARNING(s) above: read them before you answer",
+            view.warnings.len()
+        )?;
+    }
+    write!(
+        out,
+        "Approve exactly this payload (payload_sha256 {})? [y/N] ",
+        &hash[..16]
+    )?;
+    out.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(Some(ShownHash::new(&hash)?))
+    } else {
+        Ok(None)
+    }
 }
 
 /// `reject ID [--reason TEXT]`: records the refusal and moves the file to `Rejected/`.
@@ -181,11 +254,13 @@ pub fn reject(
     let reason = reason.unwrap_or("rejected by the owner");
     let decided = open(vault, state)?.reject(&id(raw_id)?, &local_user(), reason)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&decided)?);
+        println!("{}", render::json(&decided)?);
     } else {
         println!(
             "{} rejected by {} ({})",
-            decided.approval_id, decided.by, decided.path
+            decided.approval_id,
+            Line(&decided.by),
+            Line(&decided.path)
         );
     }
     Ok(ExitCode::SUCCESS)

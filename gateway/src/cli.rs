@@ -87,15 +87,21 @@ pub enum Command {
 pub enum ApprovalsAction {
     /// The requests waiting for a decision, one a line, id first.
     List,
-    /// One request: its payload, preview and what the ledger says.
+    /// One request: the exact payload that would run, field by field, its payload_sha256
+    /// (what `approve --sha256` takes), look-alike warnings, and what the ledger says.
     Show {
         /// The approval id.
         id: String,
     },
-    /// Approve a request: it may then run once, exactly as shown.
+    /// Approve a request: it may then run once, exactly as `show` printed it.
     Approve {
         /// The approval id.
         id: String,
+        /// The first 8 or more hex digits of the payload_sha256 that `show ID` printed: only
+        /// that payload is approved. Without it, on a terminal, the payload is printed and you
+        /// are asked; with no terminal, it is refused.
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
     },
     /// Reject a request.
     Reject {
@@ -399,8 +405,8 @@ pub fn main() -> ExitCode {
                     ApprovalsAction::Show { id } => {
                         crate::approvals_cmd::show(&vault, &state, &id, json)
                     }
-                    ApprovalsAction::Approve { id } => {
-                        crate::approvals_cmd::approve(&vault, &state, &id, json)
+                    ApprovalsAction::Approve { id, sha256 } => {
+                        crate::approvals_cmd::approve(&vault, &state, &id, sha256.as_deref(), json)
                     }
                     ApprovalsAction::Reject { id, reason } => {
                         crate::approvals_cmd::reject(&vault, &state, &id, reason.as_deref(), json)
@@ -425,7 +431,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("aie: {e:#}");
+            // An error may quote what came from outside (a file, a header): escaped.
+            eprintln!("aie: {}", aie_shared::render::text(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use aie_shared::{
-    approvals::{Approvals, local_user},
+    approvals::{Approvals, ShownHash, local_user},
     audit,
     config::Config,
     policy::{DEFAULT_CLIENT_ROLE, Zone},
@@ -436,11 +436,18 @@ async fn local_steps(
     approval_id: &str,
 ) -> anyhow::Result<()> {
     t.step(
-        "the owner approves (aie approvals approve, same code)",
+        "the owner reads the payload and approves that hash (aie approvals show, then approve --sha256, same code)",
         async {
             let id = ApprovalId::new(approval_id).map_err(|e| anyhow::anyhow!("{e}"))?;
             let approvals = Approvals::open(local.replica.vault().clone(), &dirs.local_state)?;
-            approvals.approve(&id, &local_user())?;
+            let shown = approvals.show(&id)?;
+            if !shown.warnings.is_empty() {
+                bail!("show warns: {}", shown.warnings.join("; "));
+            }
+            let hash = shown
+                .payload_sha256
+                .context("the request cannot be read")?;
+            approvals.approve(&id, &local_user(), &ShownHash::new(&hash[..12])?)?;
             Ok(())
         },
     )

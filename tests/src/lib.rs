@@ -140,6 +140,35 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// The owner approves as the contract says: `aie approvals show ID --json ARGS`, then
+/// `aie approvals approve ID --sha256 <the first 12 hex digits of the payload_sha256 it
+/// printed> ARGS`, where ARGS name the vault and state folder; the approve's output.
+pub fn approve_as_shown(id: &str, args: &[&str]) -> Output {
+    let show = run(Command::new(aie_bin())
+        .args(["approvals", "show", id, "--json"])
+        .args(args));
+    assert!(show.status.success(), "aie approvals show {id}");
+    let view: serde_json::Value = serde_json::from_slice(&show.stdout)
+        .unwrap_or_else(|e| panic!("aie approvals show {id} --json: not JSON ({e})"));
+    let hash = view["payload_sha256"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no payload_sha256 in {view:#}"));
+    run(Command::new(aie_bin())
+        .args(["approvals", "approve", id, "--sha256", &hash[..12]])
+        .args(args))
+}
+
+/// The hash `show` gives for approval `id`, as the owner passes it to `approve`: for tests
+/// that approve through the library.
+pub fn shown_hash(
+    approvals: &aie_shared::approvals::Approvals,
+    id: &aie_shared::vault::ApprovalId,
+) -> aie_shared::approvals::ShownHash {
+    let view = approvals.show(id).expect("show");
+    let hash = view.payload_sha256.expect("a readable request");
+    aie_shared::approvals::ShownHash::new(&hash[..12]).expect("hash")
+}
+
 /// Parses the last line of a command's stdout as JSON.
 pub fn last_json_line(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
@@ -502,6 +531,14 @@ Please pay invoice 42 by Friday.\r\n";
     /// `aie ARGS` run to completion.
     pub fn aie(args: &[&str]) -> std::process::Output {
         run(Command::new(super::aie_bin()).args(args))
+    }
+
+    /// [`approve_as_shown`](super::approve_as_shown) on one zone's folders: `show ID`, then
+    /// `approve ID --sha256` with the hash it printed.
+    pub fn approve_in(zone: &str, root: &Path, id: &str) -> std::process::Output {
+        let vault = root.join(zone).join("vault").display().to_string();
+        let state = root.join(zone).join("state").display().to_string();
+        super::approve_as_shown(id, &["--vault", &vault, "--state", &state])
     }
 
     /// `aie ARGS --vault root/ZONE/vault --state root/ZONE/state`: a command on one zone's

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use aie_e2e::{aie_bin, run};
+use aie_e2e::{aie_bin, approve_as_shown, run};
 use aie_shared::{
     EffectClass, Zone,
     audit::{AuditLog, ToolCall},
@@ -56,8 +56,9 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// list prints one request a line, id first; approve and reject move the files and need
-/// nothing more; a second approve is refused with a clear line.
+/// list prints one request a line, id first; approve (with the hash `show` printed) and
+/// reject move the files and need nothing more; a second approve is refused with a clear
+/// line.
 #[test]
 fn owner_lists_approves_and_rejects() {
     let s = setup();
@@ -81,7 +82,11 @@ fn owner_lists_approves_and_rejects() {
         stdout(&out)
     );
 
-    let out = aie(&s, &["approvals", "approve", "appr-1"]);
+    let (vault, state) = (
+        s.vault.root().display().to_string(),
+        s.state.display().to_string(),
+    );
+    let out = approve_as_shown("appr-1", &["--vault", &vault, "--state", &state]);
     assert!(out.status.success(), "approve failed");
     assert!(s.vault.root().join("Approved/appr-1.md").exists());
 

@@ -14,7 +14,10 @@ use std::{
 };
 
 use aie::gateway::sha256_hex;
-use aie_e2e::{Aie, aie_bin, audit_records_in, maildir_holding, run, zones::INVOICE_MAIL};
+use aie_e2e::{
+    Aie, aie_bin, approve_as_shown, audit_records_in, maildir_holding, run, shown_hash,
+    zones::INVOICE_MAIL,
+};
 use aie_shared::{
     ToolError, ToolOutput, ToolServer, ToolSet, ToolSpec,
     approvals::Approvals,
@@ -291,7 +294,10 @@ impl Stack {
     /// Drafts and approves (as the human, through the ledger) one reply.
     fn approved(&self, id: &str, to: &str) -> ApprovalId {
         let id = self.draft(id, to, TimeDelta::hours(1));
-        self.approvals().approve(&id, "owner").expect("approve");
+        let approvals = self.approvals();
+        approvals
+            .approve(&id, "owner", &shown_hash(&approvals, &id))
+            .expect("approve");
         id
     }
 }
@@ -448,7 +454,10 @@ async fn local_execute_expired() {
     let stack = Stack::start("local", "").await;
     let client = stack.client(OWNER).await;
     let id = stack.draft("exp-1", "bob@example.com", TimeDelta::seconds(2));
-    stack.approvals().approve(&id, "owner").expect("approve");
+    let approvals = stack.approvals();
+    approvals
+        .approve(&id, "owner", &shown_hash(&approvals, &id))
+        .expect("approve");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     send_refused(&stack, &client, "exp-1", "Quarantine/exp-1.md").await;
     assert!(stack.vault.root().join("Quarantine/exp-1.md").is_file());
@@ -758,7 +767,8 @@ async fn happy_path_sends_once_then_used_is_refused() {
     send_refused(&stack, &client, &id, "Pending_Approval/email").await;
     assert_eq!(stack.outbox(), 0);
 
-    stack.aie(&["approvals", "approve", &id]);
+    let (vault, state) = (s(stack.vault.root()), s(&stack.state));
+    approve_as_shown(&id, &["--vault", &vault, "--state", &state]);
     call_ok(&client, "email_send", json!({"approval_id": id})).await;
     assert_eq!(stack.outbox(), 1);
     assert!(

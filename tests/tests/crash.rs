@@ -3,7 +3,9 @@
 //! nothing is sent a second time, and the owner is shown the approval in doubt by
 //! `aie approvals show` and `aie approvals list`.
 
-use aie_e2e::zones::{SmtpSink, agent_call, aie_in, bare_remote, cloud_drafts_invoice_reply, up};
+use aie_e2e::zones::{
+    SmtpSink, agent_call, aie_in, approve_in, bare_remote, cloud_drafts_invoice_reply, up,
+};
 use serde_json::json;
 
 /// Crashes local at `point`, restarts it, and returns the messages the sink holds.
@@ -22,11 +24,7 @@ fn crash_at(point: &str) -> usize {
         &["--smtp", &smtp],
         &[("AIE_TEST_CRASH", point)],
     );
-    let approve = aie_in(
-        "local",
-        root,
-        &["approvals", "approve", &drafted.approval_id],
-    );
+    let approve = approve_in("local", root, &drafted.approval_id);
     assert!(approve.status.success());
     let args = json!({"approval_id": drafted.approval_id});
     // The process dies during the call: the agent sees an error, never a success.

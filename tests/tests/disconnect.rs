@@ -19,8 +19,8 @@ use std::{
 use aie_e2e::{
     Aie,
     zones::{
-        SinkOptions, SmtpSink, TOKEN, agent_call_in, aie_in, audit_records, bare_remote,
-        cloud_drafts_invoice_reply, up,
+        SinkOptions, SmtpSink, TOKEN, agent_call_in, aie_in, approve_in, audit_records,
+        bare_remote, cloud_drafts_invoice_reply, up,
     },
 };
 use aie_shared::{
@@ -257,7 +257,7 @@ fn client_hangs_up_mid_send(era: &str) {
         },
     );
     let mut local = up("local", root, &remote, &["--smtp", &sink.url()], &[]);
-    let approved = aie_in("local", root, &["approvals", "approve", id]);
+    let approved = approve_in("local", root, id);
     assert!(approved.status.success(), "approve");
 
     // The same request shape as the send below, answered in full, takes the direct path.

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use aie_e2e::zones::{
-    ERAS, SinkOptions, SmtpSink, agent_call_in, aie_in, audit_records, bare_remote,
+    ERAS, SinkOptions, SmtpSink, agent_call_in, aie_in, approve_in, audit_records, bare_remote,
     cloud_drafts_invoice_reply, up,
 };
 use aie_shared::{
@@ -67,7 +67,7 @@ fn connection_dropped_mid_data(era: &str) {
         },
     );
     let mut local = up("local", root, &remote, &["--smtp", &sink.url()], &[]);
-    let approved = aie_in("local", root, &["approvals", "approve", id]);
+    let approved = approve_in("local", root, id);
     assert!(approved.status.success(), "approve");
     let args = json!({"approval_id": id});
 

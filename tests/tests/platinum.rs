@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use aie_e2e::{
+    approve_as_shown,
     dovecot::{self, Dovecot},
     zones::{SmtpSink, agent_call, agent_ok, aie, bare_remote, cloud_drafts, up},
 };
@@ -107,15 +108,10 @@ fn gate(root: &Path, cloud_flags: &[&str]) -> String {
     let local = up("local", root, &remote, &["--smtp", &smtp], &[]);
     let (vault, state) = (root.join("local/vault"), root.join("local/state"));
     let (vault_s, state_s) = (vault.display().to_string(), state.display().to_string());
-    let approved = aie(&[
-        "approvals",
-        "approve",
+    let approved = approve_as_shown(
         &drafted.approval_id,
-        "--vault",
-        &vault_s,
-        "--state",
-        &state_s,
-    ]);
+        &["--vault", &vault_s, "--state", &state_s],
+    );
     assert!(approved.status.success(), "aie approvals approve");
 
     let sent = agent_ok(

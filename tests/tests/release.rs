@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 
 use aie_e2e::{
-    Aie,
+    Aie, shown_hash,
     zones::{
-        SmtpSink, TOKEN, agent_call_in, aie_in, audit_records, bare_remote,
+        SmtpSink, TOKEN, agent_call_in, aie_in, approve_in, audit_records, bare_remote,
         cloud_drafts_invoice_reply, free_port, up,
     },
 };
@@ -56,7 +56,7 @@ impl Local {
     }
 
     fn approve(&self) {
-        let out = self.aie(&["approvals", "approve", &self.approval_id]);
+        let out = approve_in("local", &self.root, &self.approval_id);
         assert!(out.status.success(), "approve");
     }
 
@@ -330,7 +330,9 @@ fn http_upstream_is_not_believed_about_not_executed() {
         ))
         .expect("draft");
     let approvals = Approvals::open(vault.clone(), &state).expect("ledger");
-    approvals.approve(&id, "owner").expect("approve");
+    approvals
+        .approve(&id, "owner", &shown_hash(&approvals, &id))
+        .expect("approve");
 
     let down = agent_call_in(
         &gateway.url,

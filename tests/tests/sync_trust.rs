@@ -24,7 +24,9 @@ use std::{
 
 use aie_e2e::{
     Aie, maildir_holding,
-    zones::{INVOICE_MAIL, SmtpSink, agent_call, aie_in, bare_remote, cloud_drafts, up},
+    zones::{
+        INVOICE_MAIL, SmtpSink, agent_call, aie_in, approve_in, bare_remote, cloud_drafts, up,
+    },
 };
 use aie_shared::vault::{AgentName, ApprovalId, ApprovalRequest, Domain, payload_sha256};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -722,7 +724,7 @@ fn sync_trust_approval_lifetime_is_capped_whatever_the_file_says() {
             std::fs::write(work.join("Pending_Approval/email/long-1.md"), text).expect("request");
         });
     sync(&local);
-    let approved = aie_in("local", &scene.root, &["approvals", "approve", "long-1"]);
+    let approved = approve_in("local", &scene.root, "long-1");
     assert!(approved.status.success(), "aie approvals approve long-1");
 
     let latest = Utc::now() + TimeDelta::days(7) + TimeDelta::minutes(5);
@@ -1082,7 +1084,7 @@ fn sync_trust_junk_in_approved_never_blocks_genuine_approvals() {
 
     let synced = sync_seen(&local);
     let id = drafted.approval_id.as_str();
-    let approved = aie_in("local", &scene.root, &["approvals", "approve", id]);
+    let approved = approve_in("local", &scene.root, id);
     assert!(approved.status.success(), "aie approvals approve {id}");
     let sent = call(&local, "email_send", json!({"approval_id": id}));
     assert_eq!(

@@ -112,6 +112,28 @@ pub enum ApprovalError {
         path: String,
     },
 
+    /// `--sha256` is not a hash prefix the owner can have been shown.
+    #[error(
+        "--sha256 `{given}`: give the first 8 or more hex digits of the payload_sha256 that `aie approvals show ID` prints"
+    )]
+    BadShownHash {
+        /// What was given.
+        given: String,
+    },
+
+    /// The request's payload is not the one the owner was shown: it changed after `show`.
+    #[error(
+        "approval request `{id}` not approved: its payload_sha256 is now {now}, not the {shown}… you were shown, so the request changed after you looked (a sync brought another version); run `aie approvals show {id}` again and decide on what it shows"
+    )]
+    NotAsShown {
+        /// The id.
+        id: ApprovalId,
+        /// The hash prefix the owner approved.
+        shown: String,
+        /// The payload's hash now.
+        now: String,
+    },
+
     /// The request expired before it was decided.
     #[error(
         "approval request `{id}` expired at {}; it cannot be approved, have it drafted again",

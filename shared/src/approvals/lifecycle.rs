@@ -92,6 +92,43 @@ pub struct Decided {
     pub path: String,
 }
 
+/// The payload hash the owner was shown and decides on (`aie approvals approve ID --sha256
+/// HEX`): at least [`ShownHash::MIN_DIGITS`] hex digits, a prefix of the `payload_sha256`
+/// that `show` printed. [`Approvals::approve`] approves only a request whose payload still
+/// hashes to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownHash(String);
+
+impl ShownHash {
+    /// The fewest hex digits accepted: 32 bits, so a payload changed after `show` cannot be
+    /// made to match by chance.
+    pub const MIN_DIGITS: usize = 8;
+
+    /// Reads a hash or a prefix of one, in either case.
+    pub fn new(hex: &str) -> Result<Self, ApprovalError> {
+        let hex = hex.trim().to_ascii_lowercase();
+        let ok = (Self::MIN_DIGITS..=64).contains(&hex.len())
+            && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if ok {
+            Ok(Self(hex))
+        } else {
+            Err(ApprovalError::BadShownHash {
+                given: crate::render::line(&hex).into_owned(),
+            })
+        }
+    }
+
+    /// Whether `payload_sha256` (lower-case hex) is the hash shown.
+    pub fn matches(&self, payload_sha256: &str) -> bool {
+        payload_sha256.starts_with(&self.0)
+    }
+
+    /// The hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What [`Approvals::adopt_hand_moves`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct AdoptReport {
@@ -407,11 +444,18 @@ impl Approvals {
         }
     }
 
-    /// The human approves request `id`: checks it (payload matches its hash, not expired),
-    /// writes the ledger entry, then moves the file to `Approved/`. Run again after a crash
-    /// between the two, it finishes the move.
-    pub fn approve(&self, id: &ApprovalId, by: &str) -> Result<Decided, ApprovalError> {
-        self.approve_at(id, by, Utc::now())
+    /// The human approves request `id` as it was shown to them: checks it (its payload
+    /// hashes to `shown`, matches its own hash, not expired), writes the ledger entry with
+    /// that hash, then moves the file to `Approved/`. Run again after a crash between the
+    /// two, it finishes the move (for the same shown hash). The file is read under the
+    /// ledger lock, so what is approved is what was checked.
+    pub fn approve(
+        &self,
+        id: &ApprovalId,
+        by: &str,
+        shown: &ShownHash,
+    ) -> Result<Decided, ApprovalError> {
+        self.approve_at(id, by, shown, Utc::now())
     }
 
     /// [`Approvals::approve`] as if the time were `now`.
@@ -419,8 +463,14 @@ impl Approvals {
         &self,
         id: &ApprovalId,
         by: &str,
+        shown: &ShownHash,
         now: DateTime<Utc>,
     ) -> Result<Decided, ApprovalError> {
+        let not_as_shown = |now_hash: &str| ApprovalError::NotAsShown {
+            id: id.clone(),
+            shown: shown.as_str().to_owned(),
+            now: now_hash.to_owned(),
+        };
         let mut locked = self.ledger.lock()?;
         self.ensure_sound(&locked)?;
         let record = locked.state.get(id).cloned().unwrap_or_default();
@@ -447,6 +497,9 @@ impl Approvals {
                         path: self.vault.rel(&path),
                     });
                 }
+                if !shown.matches(&approval.payload_sha256) {
+                    return Err(not_as_shown(&approval.payload_sha256));
+                }
                 let to = self.move_into(&path, Path::new(APPROVED))?;
                 return Ok(Decided {
                     approval_id: id.clone(),
@@ -465,6 +518,10 @@ impl Approvals {
         let found = found.ok_or_else(|| self.not_live(id))?;
         let request = self.read_request(id, &found.path)?;
         let meta = &request.meta;
+        let hash = payload_sha256(&meta.payload);
+        if !shown.matches(&hash) {
+            return Err(not_as_shown(&hash));
+        }
         if !request.hash_matches() {
             return Err(ApprovalError::PayloadMismatch {
                 path: self.vault.rel(&found.path),

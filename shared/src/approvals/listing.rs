@@ -1,6 +1,12 @@
 //! What `aie approvals list` and `aie approvals show ID` print (and `approvals_list` /
 //! `approvals_status` answer): each request's id first. `list` shows the requests waiting
 //! for the human and, after them, every approval in doubt: used, with no known outcome.
+//! `show` prints the exact payload that would run, field by field, its `payload_sha256`
+//! (what `approve --sha256` takes) and every look-alike warning.
+//!
+//! Everything in these renderings that came from a file goes through
+//! [`render`](crate::render): no control, bidi or invisible character reaches the
+//! owner's terminal unescaped.
 
 use std::fmt;
 
@@ -13,9 +19,13 @@ use super::{
     ledger::{HowApproved, LedgerRecord, Outcome},
     lifecycle::Place,
 };
-use crate::vault::{
-    AgentName, ApprovalId, ApprovalRequest, BrokenFile, Domain, TaskId, Vault, payload_sha256,
+use crate::{
+    render::{self, Line, payload_warnings},
+    vault::{
+        AgentName, ApprovalId, ApprovalRequest, BrokenFile, Domain, TaskId, Vault, payload_sha256,
+    },
 };
+use serde_json::Value;
 
 /// One request waiting for the human.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
@@ -40,6 +50,8 @@ pub struct PendingSummary {
     pub expired: bool,
     /// Its payload still matches its hash (false: edited, cannot be approved).
     pub payload_matches: bool,
+    /// Look-alike and hidden-character warnings about its payload (`show` prints them).
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for PendingSummary {
@@ -49,7 +61,7 @@ impl fmt::Display for PendingSummary {
             "{}  {}  {}  by {}  expires {}",
             self.approval_id,
             self.domain,
-            self.tool,
+            Line(&self.tool),
             self.requested_by,
             self.expires_at.format("%Y-%m-%dT%H:%M:%SZ")
         )?;
@@ -61,6 +73,14 @@ impl fmt::Display for PendingSummary {
         }
         if !self.payload_matches {
             write!(f, "  EDITED (payload does not match its hash)")?;
+        }
+        if !self.warnings.is_empty() {
+            write!(
+                f,
+                "  WARNING: {} look-alike or hidden-character warning(s), read `aie approvals show {}`",
+                self.warnings.len(),
+                self.approval_id
+            )?;
         }
         Ok(())
     }
@@ -87,14 +107,14 @@ impl fmt::Display for InDoubtSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}  IN DOUBT", self.approval_id)?;
         if let Some(tool) = &self.tool {
-            write!(f, "  {tool}")?;
+            write!(f, "  {}", Line(tool))?;
         }
         write!(f, "  since {}", self.since.format("%Y-%m-%dT%H:%M:%SZ"))?;
         if let Some(task) = &self.task_id {
             write!(f, "  task {task}")?;
         }
         for note in &self.notes {
-            write!(f, "  {note}")?;
+            write!(f, "  {}", Line(note))?;
         }
         write!(
             f,
@@ -133,7 +153,13 @@ impl fmt::Display for PendingListing {
             // The file's stem first, like an id, so every line starts with one.
             let stem = broken.path.rsplit('/').next().unwrap_or_default();
             let stem = stem.strip_suffix(".md").unwrap_or(stem);
-            writeln!(f, "{stem}  UNREADABLE  {}: {}", broken.path, broken.error)?;
+            writeln!(
+                f,
+                "{}  UNREADABLE  {}: {}",
+                Line(stem),
+                Line(&broken.path),
+                Line(&broken.error)
+            )?;
         }
         for doubt in &self.in_doubt {
             writeln!(f, "{doubt}")?;
@@ -171,6 +197,7 @@ pub fn list_pending(vault: &Vault) -> Result<PendingListing, ApprovalError> {
                 }
             };
             let payload_matches = request.hash_matches();
+            let warnings = payload_warnings(&request.meta.payload);
             let meta = request.meta;
             listing.pending.push(PendingSummary {
                 expired: now >= meta.expires_at,
@@ -183,6 +210,7 @@ pub fn list_pending(vault: &Vault) -> Result<PendingListing, ApprovalError> {
                 task_id: meta.task_id,
                 path: rel,
                 payload_matches,
+                warnings,
             });
         }
     }
@@ -240,6 +268,15 @@ impl fmt::Display for ApprovalStatus {
 pub struct ApprovalView {
     /// The approval's id.
     pub approval_id: ApprovalId,
+    /// The execute tool that would run it, when its file can be read.
+    pub tool: Option<String>,
+    /// The exact payload that would run (the tool's arguments), when its file can be read.
+    pub payload: Option<Value>,
+    /// The SHA-256 of that payload's canonical JSON, computed here (not the file's own
+    /// claim): what `aie approvals approve ID --sha256 HEX` takes a prefix of.
+    pub payload_sha256: Option<String>,
+    /// Look-alike and hidden-character warnings about the payload, each a `WARNING:` line.
+    pub warnings: Vec<String>,
     /// Where it stands.
     pub status: ApprovalStatus,
     /// Where its file is, if anywhere.
@@ -333,8 +370,13 @@ impl Approvals {
             let cap = now.checked_add_signed(self.max_lifetime())?;
             (matches!(status, ApprovalStatus::Pending) && cap < requested).then_some(cap)
         });
+        let payload = request.as_ref().map(|r| r.meta.payload.clone());
         Ok(ApprovalView {
             approval_id: id.clone(),
+            tool: request.as_ref().map(|r| r.meta.tool.clone()),
+            payload_sha256: payload.as_ref().map(payload_sha256),
+            warnings: payload.as_ref().map(payload_warnings).unwrap_or_default(),
+            payload,
             status,
             place: primary.as_ref().map(|f| f.place),
             path: primary.as_ref().map(|f| self.vault().rel(&f.path)),
@@ -403,18 +445,26 @@ impl fmt::Display for ApprovalView {
         let time = |t: &DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
         write!(f, "{}  {}", self.approval_id, self.status)?;
         if let Some(request) = &self.request {
-            write!(f, "  {}  ({})", request.meta.tool, request.meta.domain)?;
+            write!(
+                f,
+                "  {}  ({})",
+                Line(&request.meta.tool),
+                request.meta.domain
+            )?;
         }
         writeln!(f)?;
-        match (&self.path, &self.place) {
-            (Some(path), _) => writeln!(f, "file: {path}")?,
-            (None, _) => writeln!(f, "file: none")?,
+        for warning in &self.warnings {
+            writeln!(f, "{warning}")?;
+        }
+        match &self.path {
+            Some(path) => writeln!(f, "file: {}", Line(path))?,
+            None => writeln!(f, "file: none")?,
         }
         for other in &self.other_paths {
-            writeln!(f, "also: {other}")?;
+            writeln!(f, "also: {}", Line(other))?;
         }
         if let Some(error) = &self.file_error {
-            writeln!(f, "the file cannot be read: {error}")?;
+            writeln!(f, "the file cannot be read: {}", Line(error))?;
         }
         if let Some(request) = &self.request {
             let meta = &request.meta;
@@ -437,22 +487,35 @@ impl fmt::Display for ApprovalView {
             if let Some(task) = &meta.task_id {
                 writeln!(f, "task: {task}")?;
             }
-            let matches = if payload_sha256(&meta.payload) == meta.payload_sha256 {
-                "matches the payload"
+            let hash = payload_sha256(&meta.payload);
+            writeln!(f, "tool: {}", Line(&meta.tool))?;
+            writeln!(f, "payload (exactly what runs, field by field):")?;
+            write_payload(f, &meta.payload)?;
+            if hash == meta.payload_sha256 {
+                writeln!(f, "payload_sha256: {hash}")?;
             } else {
-                "DOES NOT MATCH the payload: the file was edited"
-            };
-            writeln!(f, "payload_sha256: {} ({matches})", meta.payload_sha256)?;
-            let payload = serde_json::to_string_pretty(&meta.payload).unwrap_or_default();
-            writeln!(f, "payload:")?;
-            for line in payload.lines() {
-                writeln!(f, "  {line}")?;
+                writeln!(
+                    f,
+                    "payload_sha256: {hash} (the file says {}: it DOES NOT MATCH the payload, the file was edited; it cannot be approved)",
+                    Line(&meta.payload_sha256)
+                )?;
             }
             if !request.preview.trim().is_empty() {
-                writeln!(f, "preview:")?;
+                writeln!(
+                    f,
+                    "preview (written by the drafting agent; what runs is the payload above):"
+                )?;
                 for line in request.preview.lines() {
-                    writeln!(f, "  {line}")?;
+                    writeln!(f, "  {}", Line(line))?;
                 }
+            }
+            if self.status == ApprovalStatus::Pending && hash == meta.payload_sha256 {
+                writeln!(
+                    f,
+                    "to approve exactly this payload: aie approvals approve {} --sha256 {}",
+                    self.approval_id,
+                    &hash[..16]
+                )?;
             }
         }
         if let Some(record) = &self.ledger {
@@ -463,9 +526,10 @@ impl fmt::Display for ApprovalView {
                 };
                 writeln!(
                     f,
-                    "approved by {} at {} {how}",
-                    a.decided_by,
-                    time(&a.decided_at)
+                    "approved by {} at {} {how}, payload_sha256 {}",
+                    Line(&a.decided_by),
+                    time(&a.decided_at),
+                    Line(&a.payload_sha256)
                 )?;
                 let until = self.valid_until.unwrap_or(a.expires_at);
                 if until < a.file_expires_at() {
@@ -484,9 +548,9 @@ impl fmt::Display for ApprovalView {
                 writeln!(
                     f,
                     "rejected by {} at {}: {}",
-                    r.decided_by,
+                    Line(&r.decided_by),
                     time(&r.decided_at),
-                    r.reason
+                    Line(&r.reason)
                 )?;
             }
             for given_back in &record.released {
@@ -495,7 +559,7 @@ impl fmt::Display for ApprovalView {
                     "used at {}, given back at {}: nothing ran ({})",
                     time(&given_back.used_at),
                     time(&given_back.at),
-                    given_back.detail
+                    Line(&given_back.detail)
                 )?;
             }
             if let Some(at) = &record.used_at {
@@ -507,7 +571,7 @@ impl fmt::Display for ApprovalView {
                     "result: {} at {}: {}",
                     result.outcome,
                     time(&result.at),
-                    result.detail
+                    Line(&result.detail)
                 )?;
             }
             for aside in &record.set_aside {
@@ -515,8 +579,8 @@ impl fmt::Display for ApprovalView {
                     f,
                     "set aside at {} to {}: {}",
                     time(&aside.at),
-                    aside.path,
-                    aside.reason
+                    Line(&aside.path),
+                    Line(&aside.reason)
                 )?;
             }
         }
@@ -527,8 +591,61 @@ impl fmt::Display for ApprovalView {
             )?;
         }
         if let Some(damage) = &self.ledger_damage {
-            writeln!(f, "the approval ledger is DAMAGED: {damage}")?;
+            writeln!(f, "the approval ledger is DAMAGED: {}", Line(damage))?;
         }
         Ok(())
     }
+}
+
+/// The payload, one field a line (`  to: ["alice@example.org"]`); a text of several lines
+/// as a block of `    | ` lines; every text escaped by [`render`].
+fn write_payload(f: &mut fmt::Formatter<'_>, payload: &Value) -> fmt::Result {
+    let Value::Object(fields) = payload else {
+        return write_json_block(f, payload, "  ");
+    };
+    if fields.is_empty() {
+        return writeln!(f, "  (no fields)");
+    }
+    for (key, value) in fields {
+        let key = Line(key);
+        match value {
+            Value::String(text) if text.contains('\n') => {
+                let lines: Vec<&str> = text.split('\n').collect();
+                writeln!(f, "  {key}: ({} lines)", lines.len())?;
+                for line in lines {
+                    writeln!(f, "    | {}", Line(line))?;
+                }
+            }
+            Value::Object(_) => {
+                writeln!(f, "  {key}:")?;
+                write_json_block(f, value, "    ")?;
+            }
+            Value::Array(items) if items.iter().any(|i| i.is_object() || i.is_array()) => {
+                writeln!(f, "  {key}:")?;
+                write_json_block(f, value, "    ")?;
+            }
+            Value::Array(items) => {
+                let shown: Vec<String> = items.iter().map(scalar).collect();
+                writeln!(f, "  {key}: [{}]", shown.join(", "))?;
+            }
+            scalar_value => writeln!(f, "  {key}: {}", scalar(scalar_value))?,
+        }
+    }
+    Ok(())
+}
+
+/// One scalar: a text quoted (`"` inside as `\"`) and escaped, anything else as JSON.
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(text) => format!("\"{}\"", render::line(text).replace('"', "\\\"")),
+        other => render::json(other).unwrap_or_default(),
+    }
+}
+
+/// `value` as pretty JSON (hidden characters as `\uXXXX`), each line indented.
+fn write_json_block(f: &mut fmt::Formatter<'_>, value: &Value, indent: &str) -> fmt::Result {
+    for line in render::json(value).unwrap_or_default().lines() {
+        writeln!(f, "{indent}{line}")?;
+    }
+    Ok(())
 }

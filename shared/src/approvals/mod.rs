@@ -2,7 +2,8 @@
 //!
 //! A draft tool files an [`ApprovalRequest`](crate::vault::ApprovalRequest) in
 //! `Pending_Approval/<domain>/`. On the local machine the human approves or rejects it
-//! (`aie approvals approve|reject ID`, or, when the config allows it, by moving the file into
+//! (`aie approvals approve ID --sha256 HEX`, which approves only the payload `show` printed,
+//! or `reject ID`; or, when the config allows it, by moving the file into
 //! `Approved/` by hand, which only the vault's git state can tell from a file that came
 //! through a commit). Each
 //! decision is written first to the **approval ledger** in the local state folder, which
@@ -34,7 +35,7 @@ pub use ledger::{ApprovalLedger, LedgerRecord, LedgerState, Outcome, ReleasedUse
 pub mod lifecycle;
 pub use lifecycle::{
     AdoptReport, Approvals, Authorized, DEFAULT_MAX_LIFETIME, Decided, HandMoveCheck, Place,
-    QUARANTINE, ResultRecorded,
+    QUARANTINE, ResultRecorded, ShownHash,
 };
 
 pub mod listing;

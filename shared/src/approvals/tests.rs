@@ -37,6 +37,16 @@ macro_rules! assert_error {
     }};
 }
 
+/// The payload hash `show` prints for `id`, as the owner copies it to `approve --sha256`.
+fn as_shown(approvals: &Approvals, id: &ApprovalId) -> ShownHash {
+    let hash = approvals
+        .show(id)
+        .expect("show")
+        .payload_sha256
+        .expect("a readable request");
+    ShownHash::new(&hash[..12]).expect("hash")
+}
+
 /// A fresh vault and state folder, and the approvals on them.
 struct Fixture {
     dir: TempDir,
@@ -88,7 +98,9 @@ impl Fixture {
     /// Drafts and approves.
     fn approved(&self, raw: &str) -> ApprovalId {
         let id = self.draft(raw);
-        self.approvals.approve(&id, "owner").expect("approve");
+        self.approvals
+            .approve(&id, "owner", &as_shown(&self.approvals, &id))
+            .expect("approve");
         id
     }
 
@@ -272,7 +284,10 @@ fn approvals_happy_path_runs_once() {
     );
     assert_eq!(fx.status(&a1), ApprovalStatus::Pending);
 
-    let decided = fx.approvals.approve(&a1, "owner").expect("approve");
+    let decided = fx
+        .approvals
+        .approve(&a1, "owner", &as_shown(&fx.approvals, &a1))
+        .expect("approve");
     assert_eq!(decided.path, "Approved/a1.md");
     assert!(!fx.exists("Pending_Approval/email/a1.md"));
     assert_eq!(fx.status(&a1), ApprovalStatus::Approved);
@@ -358,7 +373,7 @@ fn approvals_refuse_rejected() {
     fx.assert_unused(&a2);
     let again = fx
         .approvals
-        .approve(&a2, "owner")
+        .approve(&a2, "owner", &as_shown(&fx.approvals, &a2))
         .expect_err("rejection is final");
     assert_error!(
         again,
@@ -387,7 +402,7 @@ fn approvals_refuse_expired() {
     let a2 = fx.draft("a2");
     let err = fx
         .approvals
-        .approve_at(&a2, "owner", later)
+        .approve_at(&a2, "owner", &as_shown(&fx.approvals, &a2), later)
         .expect_err("expired");
     assert_error!(err, ApprovalError::Expired { .. });
     assert!(fx.exists("Pending_Approval/email/a2.md"));
@@ -726,7 +741,9 @@ fn approvals_lifetime_is_capped_by_the_local_config() {
         pending.contains("approved now, it would be valid until"),
         "{pending}"
     );
-    approvals.approve_at(&a1, "owner", now).expect("approve");
+    approvals
+        .approve_at(&a1, "owner", &as_shown(&approvals, &a1), now)
+        .expect("approve");
     let approved = fx
         .ledger_state()
         .get(&a1)
@@ -745,7 +762,9 @@ fn approvals_lifetime_is_capped_by_the_local_config() {
     let refused = refusal(approvals.authorize_at(&a1, "email_send", &reply(), later));
     assert_refused!(refused, Refusal::Expired { .. });
     let a1b = file_far("a1b");
-    approvals.approve_at(&a1b, "owner", now).expect("approve");
+    approvals
+        .approve_at(&a1b, "owner", &as_shown(&approvals, &a1b), now)
+        .expect("approve");
     approvals
         .authorize_at(&a1b, "email_send", &reply(), now + TimeDelta::hours(1))
         .expect("within the cap, the unchanged file matches the ledger");
@@ -768,7 +787,9 @@ fn approvals_lifetime_is_capped_by_the_local_config() {
 
     // Approved under the 7-day default, authorized under a 1-hour config: the stricter wins.
     let a3 = file_far("a3");
-    fx.approvals.approve_at(&a3, "owner", now).expect("approve");
+    fx.approvals
+        .approve_at(&a3, "owner", &as_shown(&fx.approvals, &a3), now)
+        .expect("approve");
     let strict = fx
         .reopen()
         .expect("open")
@@ -837,9 +858,10 @@ fn approvals_refuse_bad_mac() {
             .to_string()
             .contains("DAMAGED")
     );
+    let a3 = fx.draft("a3");
     let err = fx
         .approvals
-        .approve(&fx.draft("a3"), "owner")
+        .approve(&a3, "owner", &as_shown(&fx.approvals, &a3))
         .expect_err("damaged");
     assert_error!(err, ApprovalError::LedgerDamaged { .. });
 }
@@ -983,7 +1005,10 @@ fn approvals_approve_refuses_edited_request() {
         text.replace("alice@example.org", "mallory@example.org"),
     )
     .expect("edit");
-    let err = fx.approvals.approve(&a1, "owner").expect_err("edited");
+    let err = fx
+        .approvals
+        .approve(&a1, "owner", &as_shown(&fx.approvals, &a1))
+        .expect_err("edited");
     assert_error!(err, ApprovalError::PayloadMismatch { .. });
     assert!(fx.ledger_state().get(&a1).is_none());
     let listing = fx.approvals.list_pending().expect("list");
@@ -1003,7 +1028,10 @@ fn approvals_interrupted_approve_is_finished() {
         .expect("undo move");
     let refused = refusal(fx.authorize(&a1));
     assert_refused!(refused, Refusal::NotApproved { .. });
-    let decided = fx.approvals.approve(&a1, "owner").expect("finish");
+    let decided = fx
+        .approvals
+        .approve(&a1, "owner", &as_shown(&fx.approvals, &a1))
+        .expect("finish");
     assert_eq!(decided.path, "Approved/a1.md");
     fx.authorize(&a1).expect("authorized");
 }
@@ -1165,7 +1193,9 @@ fn not_releasable(result: Result<(), ApprovalError>) -> String {
 fn approvals_release_after_use_makes_it_usable_again() {
     let fx = Fixture::new();
     let a1 = fx.draft_for_task("a1", "t1");
-    fx.approvals.approve(&a1, "owner").expect("approve");
+    fx.approvals
+        .approve(&a1, "owner", &as_shown(&fx.approvals, &a1))
+        .expect("approve");
     let go = fx.authorize(&a1).expect("authorized");
     fx.approvals
         .release(&a1, go.use_seq, "email_send: not sent: SMTP server down")
@@ -1376,4 +1406,132 @@ fn approvals_list_shows_in_doubt() {
         "{text}"
     );
     assert!(lines[1].contains("never retried"), "{text}");
+}
+
+/// Approve is bound to the payload shown: the same request pushed again with another
+/// recipient and its hash recomputed (a consistent file) is refused with the hash shown,
+/// nothing written to the ledger, the file left pending; the new version's own hash approves.
+#[test]
+fn approvals_approve_binds_to_the_shown_payload() {
+    let fx = Fixture::new();
+    let a1 = fx.draft("a1");
+    let shown = as_shown(&fx.approvals, &a1);
+    let mut swapped = reply();
+    swapped["to"] = json!("mallory@evil.example");
+    let forged = request("a1", &swapped, TimeDelta::hours(1))
+        .render()
+        .expect("render");
+    fs::write(fx.path("Pending_Approval/email/a1.md"), forged).expect("push");
+
+    let err = fx
+        .approvals
+        .approve(&a1, "owner", &shown)
+        .expect_err("not the payload shown");
+    assert_error!(err, ApprovalError::NotAsShown { .. });
+    let message = err.to_string();
+    assert!(
+        message.contains(&crate::vault::payload_sha256(&swapped))
+            && message.contains(shown.as_str())
+            && !message.contains('\n'),
+        "{message}"
+    );
+    assert!(fx.ledger_state().get(&a1).is_none());
+    assert!(fx.exists("Pending_Approval/email/a1.md"));
+
+    let decided = fx
+        .approvals
+        .approve(&a1, "owner", &as_shown(&fx.approvals, &a1))
+        .expect("the version shown now");
+    assert_eq!(decided.path, "Approved/a1.md");
+    let approved = fx
+        .ledger_state()
+        .get(&a1)
+        .cloned()
+        .unwrap()
+        .approved
+        .unwrap();
+    assert_eq!(
+        approved.payload_sha256,
+        crate::vault::payload_sha256(&swapped)
+    );
+}
+
+/// `--sha256` takes 8 to 64 hex digits, in either case; anything else is refused.
+#[test]
+fn approvals_shown_hash_needs_eight_hex_digits() {
+    assert!(ShownHash::new("0123abcd").is_ok());
+    assert_eq!(
+        ShownHash::new(" 0123ABCD ").expect("hex").as_str(),
+        "0123abcd"
+    );
+    for bad in [
+        "",
+        "0123abc",
+        "0123abcg",
+        &"a".repeat(65),
+        "\u{1b}[2J1234567",
+    ] {
+        let err = ShownHash::new(bad).expect_err(bad);
+        assert_error!(err, ApprovalError::BadShownHash { .. });
+        assert!(!err.to_string().contains('\u{1b}'), "{err}");
+    }
+}
+
+/// `show` and `list` print a payload holding a clear-screen sequence, a bidi override and a
+/// look-alike address escaped, with the look-alike flagged; `show` gives the fields and the
+/// hash `approve --sha256` takes.
+#[test]
+fn approvals_show_escapes_and_flags_lookalikes() {
+    let fx = Fixture::new();
+    let payload = json!({
+        "to": ["alice@\u{0441}ustomer.example"],
+        "subject": "Invoice \u{202e}fdp.exe",
+        "body": "\u{1b}[2J\u{1b}[Ha1  pending  email_send\n\u{1b}[30;40mpay mallory\u{1b}[0m",
+    });
+    fx.vault()
+        .write_approval_request(
+            &request("a1", &payload, TimeDelta::hours(1)).with_preview("\u{1b}]0;owned\u{7}hi"),
+        )
+        .expect("write");
+    let view = fx.approvals.show(&id("a1")).expect("show");
+    let hash = crate::vault::payload_sha256(&payload);
+    assert_eq!(view.payload_sha256.as_deref(), Some(hash.as_str()));
+    assert_eq!(view.tool.as_deref(), Some("email_send"));
+    assert_eq!(view.payload.as_ref(), Some(&payload));
+    let text = view.to_string();
+    let listing = fx.approvals.list_pending().expect("list").to_string();
+    for out in [&text, &listing] {
+        assert!(
+            !out.chars()
+                .any(|c| c != '\n' && crate::render::is_hidden(c)),
+            "{out}"
+        );
+    }
+    assert!(
+        text.contains(
+            "WARNING: the address alice@\u{0441}ustomer.example (to[0]) mixes Latin and Cyrillic"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("it looks like alice@customer.example"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  subject: \"Invoice \\u{202e}fdp.exe\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("    | \\u{1b}[2J\\u{1b}[Ha1  pending"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("payload_sha256: {hash}")), "{text}");
+    assert!(listing.contains("WARNING: 3 look-alike"), "{listing}");
+    let json = crate::render::json(&view).expect("json");
+    assert!(
+        !json
+            .chars()
+            .any(|c| c != '\n' && crate::render::is_hidden(c)),
+        "{json}"
+    );
 }
