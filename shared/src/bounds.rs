@@ -231,7 +231,8 @@ impl Bounds {
 
     fn refuse(&self, limit: Limit, message: String) -> LimitRefusal {
         self.metrics.limit_refusal(limit.key());
-        tracing::warn!(limit = limit.key(), %message, "refused past a bound");
+        // The listener logs each refused request once (as an `HttpRefusal`).
+        tracing::debug!(limit = limit.key(), %message, "refused past a bound");
         LimitRefusal { limit, message }
     }
 

@@ -35,6 +35,8 @@ use crate::{
 pub const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC: the JSON is not a valid request object.
 pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC: the server failed while answering.
+pub const INTERNAL_ERROR: i64 = -32603;
 
 /// The protocol revision whose transport still allows JSON-RPC batches.
 const BATCH_ERA: &str = "2025-03-26";
@@ -263,15 +265,38 @@ where
                 } else {
                     None
                 };
-            let response = call(&ep.inner, Request::from_parts(parts, Body::from(bytes))).await;
-            if let Some(opening) = opening
-                && let Some(id) = response
-                    .headers()
-                    .get("mcp-session-id")
-                    .and_then(|v| v.to_str().ok())
-            {
-                opening.opened(id);
-            }
+            let request = Request::from_parts(parts, Body::from(bytes));
+            let response = match opening {
+                None => call(&ep.inner, request).await,
+                // Run to its end in a task of its own, so the session rmcp makes is counted
+                // against its client even if the client hangs up before the answer.
+                Some(opening) => {
+                    let inner = ep.inner.clone();
+                    let opened = tokio::spawn(async move {
+                        let response = match inner.oneshot(request).await {
+                            Ok(response) => response.map(Body::new),
+                            Err(never) => match never {},
+                        };
+                        if let Some(id) = response
+                            .headers()
+                            .get("mcp-session-id")
+                            .and_then(|v| v.to_str().ok())
+                        {
+                            opening.opened(id);
+                        }
+                        response
+                    });
+                    match opened.await {
+                        Ok(response) => response,
+                        Err(e) => error_response(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            message.get("id").cloned().unwrap_or(Value::Null),
+                            INTERNAL_ERROR,
+                            format!("the session could not be opened: {e}"),
+                        ),
+                    }
+                }
+            };
             metered(response, &ep.metrics, labels, started)
         }
         Value::Array(items) => {
@@ -596,6 +621,83 @@ impl Drop for MeteredBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::time::Duration;
+
+    use rmcp::transport::streamable_http_server::session::{
+        SessionManager, local::LocalSessionManager,
+    };
+
+    use crate::bounds::ListenerLimits;
+
+    struct NoDirect;
+    impl DirectCalls for NoDirect {}
+
+    /// A session rmcp makes for a client that hung up before its answer still counts
+    /// against that client: its next open is refused past `max_sessions_per_client`.
+    #[tokio::test]
+    async fn a_session_opened_for_a_client_that_hung_up_still_counts() {
+        let manager = Arc::new(LocalSessionManager::default());
+        let (entered, gate) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        // Stands in for rmcp: makes the session, then (once let through) answers with its
+        // id, as rmcp answers once the handler has initialized.
+        let inner = {
+            let (manager, entered, gate) = (manager.clone(), entered.clone(), gate.clone());
+            tower::service_fn(move |_request: Request| {
+                let (manager, entered, gate) = (manager.clone(), entered.clone(), gate.clone());
+                async move {
+                    let (id, _transport) = manager.create_session().await.expect("session");
+                    entered.notify_one();
+                    gate.notified().await;
+                    let response = Response::builder()
+                        .header("mcp-session-id", id.to_string())
+                        .body(Body::empty())
+                        .expect("response");
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
+        let metrics = Metrics::new();
+        let limits = ListenerLimits {
+            max_sessions: 10,
+            max_sessions_per_client: 1,
+            max_in_flight_per_client: 10,
+            session_idle: Duration::from_secs(60),
+        };
+        let ep = Endpoint {
+            inner,
+            metrics: metrics.clone(),
+            max_body_bytes: 1 << 20,
+            direct: Arc::new(NoDirect),
+            sessions: Arc::new(direct::Sessions::new(manager.clone(), limits.session_idle)),
+            bounds: Arc::new(Bounds::new(limits, manager.clone(), metrics)),
+            request_timeout: Duration::from_secs(60),
+        };
+        let open = || {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}});
+            let mut request = Request::post("/mcp")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .expect("request");
+            request.extensions_mut().insert(ClientKey::new("a"));
+            request
+        };
+        let first = tokio::spawn(serve(State(ep.clone()), open()));
+        entered.notified().await;
+        first.abort(); // the client hung up; rmcp has made the session
+        gate.notify_one();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(manager.sessions.read().await.len(), 1);
+        let second = tokio::time::timeout(Duration::from_secs(10), serve(State(ep), open()))
+            .await
+            .expect("refused at once, never let through");
+        assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
 
     /// Envelopes rmcp cannot route are named precisely.
     #[test]
