@@ -124,3 +124,60 @@ fn demo_exits_zero_with_every_step_held() {
     assert!(text.contains("every step held"), "{text}");
     assert!(!text.contains("FAIL"), "{text}");
 }
+
+/// The approving example: `list`, `show` and `approve --sha256` with the hash `show` prints,
+/// on a vault holding the README's request, approve exactly that payload.
+#[test]
+fn readme_approve_with_the_hash_show_prints() {
+    use aie_shared::vault::{
+        AgentName, ApprovalId, ApprovalRequest, Domain, Vault, payload_sha256,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = Vault::init(dir.path().join("vault")).expect("vault");
+    let state = dir.path().join("state");
+    let payload = serde_json::json!({
+        "to": ["Ada Lovelace <ada@example.org>"],
+        "cc": [],
+        "subject": "Re: Invoice 42 overdue?",
+        "body": "Paid today. Thanks, Ada!",
+        "in_reply_to": "<invoice-42@example.org>",
+        "references": ["<invoice-42@example.org>"],
+        "message_id": "<aie.reply-3f9a0c1d2e4b5a69@example.com>",
+    });
+    let request = ApprovalRequest::new(
+        ApprovalId::new("reply-3f9a0c1d2e4b5a69").expect("id"),
+        Domain::Email,
+        "email_send",
+        payload.clone(),
+        AgentName::new("cloud").expect("agent"),
+        chrono::Utc::now() + chrono::TimeDelta::hours(1),
+    );
+    vault.write_approval_request(&request).expect("request");
+    let script = example(&readme(), "approve");
+    let hash = payload_sha256(&payload);
+    assert!(
+        script.contains(&format!("--sha256 {}", &hash[..12])),
+        "the README's hash is not its request's ({hash}):\n{script}"
+    );
+    let bin_dir = aie_bin().parent().expect("bin dir").to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("PATH", path)
+        .env("AIE_VAULT", vault.root())
+        .env("AIE_STATE", &state));
+    assert!(out.status.success(), "README example approve failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("payload_sha256: {hash}")), "{text}");
+    assert!(
+        vault
+            .root()
+            .join("Approved/reply-3f9a0c1d2e4b5a69.md")
+            .is_file(),
+        "{text}"
+    );
+}
