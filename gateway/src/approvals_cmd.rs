@@ -17,11 +17,11 @@ use std::{
     process::ExitCode,
 };
 
-use aie_email_draft::{InDoubt, send::SendJournal};
 use aie_shared::{
     approvals::{Approvals, InDoubtSummary, PendingListing, ShownHash, local_user},
     audit,
     config::{self, Config},
+    executor::{InDoubt, Journal, JournalSpec},
     render::{self, Line},
     vault::{ApprovalId, Vault},
 };
@@ -49,41 +49,46 @@ fn id(raw: &str) -> anyhow::Result<ApprovalId> {
     ApprovalId::new(raw).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The email server's sends in doubt, from its journal in the same state folder (`aie up`
-/// keeps one state folder for the gateway and its servers). The journal knows what the
-/// ledger may not: a send the server itself answered `in doubt:` was recorded by the
-/// gateway as a failed execution.
-fn send_journal_in_doubt(state: &Path) -> Vec<InDoubt> {
-    match SendJournal::open(state) {
-        Ok(journal) => {
-            if let Some(why) = journal.damaged() {
-                eprintln!("warning: the send journal is damaged: {why}");
-            }
-            journal.in_doubt()
-        }
-        Err(e) => {
-            eprintln!(
-                "warning: cannot read the send journal in {}: {e}",
-                state.display()
-            );
-            Vec::new()
-        }
-    }
+/// Every executor's executions in doubt, from their journals in the same state folder
+/// (`aie up` keeps one state folder for the gateway and its servers; the journals are the
+/// suite table's). A journal knows what the ledger may not: an execution the server itself
+/// answered `in doubt:` was recorded by a gateway that does not believe it as failed.
+fn journals_in_doubt(state: &Path) -> Vec<(&'static JournalSpec, InDoubt)> {
+    crate::suite::in_doubt(state, |why| eprintln!("warning: {why}"))
 }
 
-/// How the send journal describes one send in doubt.
-fn journal_note(doubt: &InDoubt) -> String {
+/// How a journal describes one execution in doubt.
+fn journal_note(spec: &JournalSpec, doubt: &InDoubt) -> String {
     format!(
-        "the send journal says: {} (Message-ID {}, through {})",
-        doubt.detail, doubt.message_id, doubt.transport
+        "the {} says: {} ({} {}, through {})",
+        spec.labels.journal, doubt.detail, spec.labels.effect_id, doubt.effect_id, doubt.target
     )
 }
 
-/// Adds the send journal's doubts to the ledger's: a note on an approval already listed,
-/// else a line of its own saying what the ledger recorded.
-fn merge_send_journal(approvals: &Approvals, listing: &mut PendingListing, doubts: &[InDoubt]) {
+/// Adds the journals' doubts to the ledger's: a note on an approval already listed, else a
+/// line of its own saying what the ledger recorded. A use the ledger holds in doubt that the
+/// executor's journal never started gets a note saying so (a crash before the journal).
+fn merge_journals(
+    approvals: &Approvals,
+    state: &Path,
+    listing: &mut PendingListing,
+    doubts: &[(&'static JournalSpec, InDoubt)],
+) {
     let ledger = approvals.ledger().read().ok();
-    for doubt in doubts {
+    for listed in &mut listing.in_doubt {
+        let Some(spec) = listed.tool.as_deref().and_then(crate::suite::journal_of) else {
+            continue;
+        };
+        let never_started = Journal::open(state, spec)
+            .is_ok_and(|j| j.damaged().is_none() && j.last(listed.approval_id.as_str()).is_none());
+        if never_started {
+            listed.notes.push(format!(
+                "the {}'s {} never started it: when the {} runs in this stack, nothing was {}",
+                spec.labels.server, spec.labels.journal, spec.labels.server, spec.labels.done
+            ));
+        }
+    }
+    for (spec, doubt) in doubts {
         let Ok(approval_id) = ApprovalId::new(doubt.approval_id.as_str()) else {
             continue;
         };
@@ -92,11 +97,11 @@ fn merge_send_journal(approvals: &Approvals, listing: &mut PendingListing, doubt
             .iter_mut()
             .find(|d| d.approval_id == approval_id)
         {
-            listed.notes.push(journal_note(doubt));
+            listed.notes.push(journal_note(spec, doubt));
             continue;
         }
         let record = ledger.as_ref().and_then(|l| l.get(&approval_id));
-        let mut notes = vec![journal_note(doubt)];
+        let mut notes = vec![journal_note(spec, doubt)];
         if let Some(result) = record.and_then(|r| r.result.as_ref()) {
             notes.push(format!(
                 "the approval ledger recorded `{}`: {}",
@@ -112,7 +117,9 @@ fn merge_send_journal(approvals: &Approvals, listing: &mut PendingListing, doubt
             tool: Some(
                 record
                     .and_then(|r| r.approved.as_ref())
-                    .map_or_else(|| "email_send".to_owned(), |a| a.tool.clone()),
+                    .map(|a| a.tool.clone())
+                    .or_else(|| spec.tools.first().map(|t| (*t).to_owned()))
+                    .unwrap_or_default(),
             ),
             task_id: record
                 .and_then(|r| r.approved.as_ref())
@@ -131,7 +138,7 @@ fn merge_send_journal(approvals: &Approvals, listing: &mut PendingListing, doubt
 pub fn list(vault: &Path, state: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let approvals = open(vault, state)?;
     let mut listing = approvals.list_pending()?;
-    merge_send_journal(&approvals, &mut listing, &send_journal_in_doubt(state));
+    merge_journals(&approvals, state, &mut listing, &journals_in_doubt(state));
     if json {
         println!("{}", render::json(&listing)?);
     } else if listing.is_empty() {
@@ -146,24 +153,31 @@ pub fn list(vault: &Path, state: &Path, json: bool) -> anyhow::Result<ExitCode> 
 /// says, and what the send journal says when it holds the send in doubt.
 pub fn show(vault: &Path, state: &Path, raw_id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let view = open(vault, state)?.show(&id(raw_id)?)?;
-    let journal = send_journal_in_doubt(state)
+    let journal = journals_in_doubt(state)
         .into_iter()
-        .find(|d| d.approval_id == view.approval_id.as_str());
+        .find(|(_, d)| d.approval_id == view.approval_id.as_str());
     if json {
         let mut value = serde_json::to_value(&view)?;
-        if let (Some(doubt), Some(map)) = (&journal, value.as_object_mut()) {
-            map.insert("send_journal_in_doubt".into(), serde_json::to_value(doubt)?);
+        if let (Some((_, doubt)), Some(map)) = (&journal, value.as_object_mut()) {
+            map.insert("journal_in_doubt".into(), serde_json::to_value(doubt)?);
         }
-        println!("{}", render::json(&value)?);
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{view}");
-        if let Some(doubt) = &journal {
+        if let Some((spec, doubt)) = &journal {
+            let words = &spec.labels;
             println!(
-                "the email server's send journal holds this send IN DOUBT since {}: {} (Message-ID {}, through {}); it may or may not have arrived: check the recipient; it is never sent again by itself",
+                "the {}'s {} holds this {} IN DOUBT since {}: {} ({} {}, through {}); it may or may not have happened: {}; it is never {} again by itself",
+                words.server,
+                words.journal,
+                words.action,
                 Line(&doubt.since),
                 Line(&doubt.detail),
-                Line(&doubt.message_id),
-                Line(&doubt.transport)
+                words.effect_id,
+                Line(&doubt.effect_id),
+                Line(&doubt.target),
+                words.check,
+                words.done
             );
         }
     }

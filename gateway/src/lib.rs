@@ -9,6 +9,9 @@
 //! - [`demo`]: `aie demo`, the self-contained run that shows the suite working.
 //! - [`gateway`]: the front door: one MCP endpoint merging the backends' tools, routing
 //!   and proxying both protocol eras, behind bearer tokens and a policy hook.
+//! - [`suite`]: the suite's servers, one row each (name, zones, how a stack hosts it, its
+//!   executors' journals): what `aie up` hosts and where `aie approvals` finds executions in
+//!   doubt.
 //! - [`up`]: `aie up --zone cloud|local`, one zone's whole stack in one process.
 //! - [`vault_cmd`]: `aie vault ...`, vault maintenance.
 
@@ -18,5 +21,6 @@ pub mod config_cmd;
 pub mod demo;
 pub mod gateway;
 pub mod serve;
+pub mod suite;
 pub mod up;
 pub mod vault_cmd;

@@ -14,41 +14,27 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aie_email_draft::{EmailConfig, EmailDraft, SmtpConfig};
 use aie_shared::{
     HttpOptions, Metrics,
     approvals::{Approvals, local_user},
     config::{self, Config, Overrides},
+    executor::AuthorizedActions,
     http,
     policy::{DEFAULT_CLIENT_ROLE, Zone, cloud_forbidden_credentials},
     vault::AgentName,
 };
-use aie_vault_claim::{server::VaultClaim, sync::Replica};
+use aie_vault_claim::sync::Replica;
 use anyhow::{Context, bail};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::{
-    CallGuard, ClientIdentity, ClientToken, Gateway, PolicyGuard, gateway_router,
+use crate::{
+    gateway::{CallGuard, ClientIdentity, ClientToken, Gateway, PolicyGuard, gateway_router},
+    suite::{self, HostContext},
 };
 
 /// The file in the state folder holding the gateway token `aie up` made.
 pub const TOKEN_FILE: &str = "gateway-token";
-
-/// The suite's servers each zone hosts, and whether this build has them.
-const CLOUD_SERVERS: &[(&str, bool)] = &[
-    ("vault-claim", true),
-    ("email-draft", true),
-    ("social-draft", false),
-];
-/// The local zone hosts all five.
-const LOCAL_SERVERS: &[(&str, bool)] = &[
-    ("vault-claim", true),
-    ("email-draft", true),
-    ("social-draft", false),
-    ("whatsapp", false),
-    ("payments", false),
-];
 
 /// `aie up` flags. None reads a variable through clap: the `AIE_*` variables override the
 /// flags (not the other way round), so they are read by [`Overrides::from_env`].
@@ -288,8 +274,6 @@ pub struct Stack {
     pub addr: SocketAddr,
     /// The vault's replica.
     pub replica: Arc<Replica>,
-    /// The email-draft server hosted here.
-    pub email: EmailDraft,
     /// The tools the gateway exposes (before the guard hides any per client).
     pub tools: Vec<String>,
     /// The suite's servers this zone should host but this build lacks.
@@ -393,11 +377,9 @@ async fn start_with_shutdown(settings: Settings, stop: CancellationToken) -> any
         .context("opening the audit log")?;
     replica.set_audit(audit);
 
-    let email = EmailDraft::new(
-        replica.vault().clone(),
-        email_config(zone, &agent, &state, &config)?,
-    )?;
-
+    // What the guard authorizes is handed to the executors hosted here through this
+    // table, and only through it.
+    let actions = AuthorizedActions::new();
     let guard = guard(
         &config,
         config_file.as_deref(),
@@ -405,20 +387,43 @@ async fn start_with_shutdown(settings: Settings, stop: CancellationToken) -> any
         &replica,
         &state,
         &agent,
+        &actions,
     )
     .await?;
     // One registry for the listener and the servers it hosts, so `/metrics` shows their
     // tool errors and limit refusals too.
     let metrics = Metrics::new();
     let replaced = |backend: &str| config.upstreams.iter().any(|u| u.name == backend);
+    let approvals = match zone {
+        Zone::Local => Some(
+            Approvals::open(replica.vault().clone(), &state)
+                .with_context(|| format!("opening the approval ledger in {}", state.display()))?
+                .with_max_lifetime(config.approvals.max_lifetime()),
+        ),
+        Zone::Cloud => None,
+    };
+    let host = HostContext {
+        zone,
+        agent: agent.clone(),
+        state: state.clone(),
+        config: Arc::new(config.clone()),
+        replica: replica.clone(),
+        metrics: metrics.clone(),
+        actions,
+        approvals,
+    };
     let mut builder = Gateway::builder();
-    if !replaced("vault") {
-        let server = aie_vault_claim::server::server(VaultClaim::with_replica(replica.clone()));
-        builder = builder.in_process("vault", server.with_metrics(metrics.clone()), false);
-    }
-    if !replaced("email") {
-        let server = aie_email_draft::server(email.clone()).with_metrics(metrics.clone());
-        builder = builder.in_process("email", server, false);
+    let mut missing = Vec::new();
+    for server in suite::in_zone(zone).filter(|s| !replaced(s.backend)) {
+        match server.host {
+            Some(build) => {
+                let hosted = build(host.clone())
+                    .await
+                    .with_context(|| format!("starting {}", server.name))?;
+                builder = builder.in_process(server.backend, hosted, false);
+            }
+            None => missing.push(server.name),
+        }
     }
     let (builder, fronted) = front_upstreams(builder, &config)?;
     let gateway = builder.clients(clients).shared_guard(guard).build().await?;
@@ -438,19 +443,9 @@ async fn start_with_shutdown(settings: Settings, stop: CancellationToken) -> any
         interval,
         stop.clone().cancelled_owned(),
     );
-    let servers = match zone {
-        Zone::Cloud => CLOUD_SERVERS,
-        Zone::Local => LOCAL_SERVERS,
-    };
-    let missing = servers
-        .iter()
-        .filter(|(name, built)| !built && !replaced(backend_of(name)))
-        .map(|(name, _)| *name)
-        .collect();
     Ok(Stack {
         addr,
         replica,
-        email,
         tools: gateway.tool_names(),
         missing,
         fronted,
@@ -459,17 +454,6 @@ async fn start_with_shutdown(settings: Settings, stop: CancellationToken) -> any
         server,
         sync_loop,
     })
-}
-
-/// The gateway's backend name for each of the suite's servers (their tools' prefix): an
-/// `[[upstream]]` of that name replaces the server's in-process copy.
-fn backend_of(server: &str) -> &str {
-    match server {
-        "vault-claim" => "vault",
-        "email-draft" => "email",
-        "social-draft" => "social",
-        other => other,
-    }
 }
 
 /// Adds the config's `[[upstream]]`s to `builder`, beside the servers hosted in-process,
@@ -482,7 +466,6 @@ fn front_upstreams(
     mut builder: crate::gateway::GatewayBuilder,
     config: &Config,
 ) -> anyhow::Result<(crate::gateway::GatewayBuilder, Vec<String>)> {
-    let suite: Vec<&str> = LOCAL_SERVERS.iter().map(|(name, _)| *name).collect();
     let mut lines = Vec::new();
     for upstream in &config.upstreams {
         let headers = upstream
@@ -494,8 +477,8 @@ fn front_upstreams(
             upstream.prefix,
             headers,
         );
-        let stands_in = suite.iter().find(|s| backend_of(s) == upstream.name);
-        lines.push(match stands_in {
+        let stands_in = suite::SERVERS.iter().find(|s| s.backend == upstream.name);
+        lines.push(match stands_in.map(|s| s.name) {
             Some(server) => format!(
                 "upstream `{}` at {} (in place of the in-process {server})",
                 upstream.name, upstream.url
@@ -566,39 +549,6 @@ fn adopt_and_log(approvals: &Approvals, ids: &[aie_shared::vault::ApprovalId]) {
     }
 }
 
-/// The email-draft settings for `zone`: the cloud reads and drafts (never an SMTP server);
-/// the local zone sends, through `--smtp` / `[email] smtp_url`, else to the `.eml` outbox.
-fn email_config(
-    zone: Zone,
-    agent: &AgentName,
-    state: &Path,
-    config: &Config,
-) -> anyhow::Result<EmailConfig> {
-    let mut email = EmailConfig::new(agent.clone(), state);
-    email
-        .apply_file(&config.email)
-        .map_err(|e| anyhow::anyhow!("[email]: {e}"))?;
-    email.max_pending_approvals = config.limits.max_pending_approvals;
-    match zone {
-        Zone::Cloud => email.smtp = None,
-        Zone::Local => {
-            if let Some(smtp) = &mut email.smtp {
-                // The password lives in the state folder, never in the vault or the URL.
-                let default_file = state.join("smtp-password");
-                if smtp.password_file.is_none() && default_file.exists() {
-                    smtp.password_file = Some(default_file);
-                }
-            } else if let Some(url) = &config.email.smtp_url {
-                email.smtp =
-                    Some(SmtpConfig::new(url.url().as_str().parse().map_err(
-                        |e: String| anyhow::anyhow!("[email] smtp_url: {e}"),
-                    )?));
-            }
-        }
-    }
-    Ok(email)
-}
-
 /// The gateway's guard for this zone: [`PolicyGuard`] (zones, roles, limits, the owner's
 /// approvals, one audit record per call).
 async fn guard(
@@ -608,8 +558,10 @@ async fn guard(
     replica: &Replica,
     state: &Path,
     agent: &AgentName,
+    actions: &AuthorizedActions,
 ) -> anyhow::Result<Arc<dyn CallGuard>> {
     let guard = PolicyGuard::new(config, zone, replica.vault().clone(), state, agent.clone())?;
+    guard.hand_over_to(actions.clone());
     if let Some(path) = config_file {
         // Reloads (SIGHUP, or the file changing) swap the policy and limits between calls; a
         // file that does not validate keeps the running ones. What else the file sets (zone,
@@ -650,10 +602,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             path.display()
         );
     }
-    for doubt in stack.email.in_doubt().await {
+    let doubts = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            suite::in_doubt(&state, |why| eprintln!("aie up ({zone}): warning: {why}"))
+        })
+        .await
+        .unwrap_or_default()
+    };
+    for (spec, doubt) in doubts {
         eprintln!(
-            "aie up ({zone}): approval {} is IN DOUBT (Message-ID {}): {}; it is never sent again by itself: check the recipient, see `aie approvals show {}`",
-            doubt.approval_id, doubt.message_id, doubt.detail, doubt.approval_id
+            "aie up ({zone}): approval {} is IN DOUBT ({} {}): {}; it is never {} again by itself: {}, see `aie approvals show {}`",
+            doubt.approval_id,
+            spec.labels.effect_id,
+            doubt.effect_id,
+            doubt.detail,
+            spec.labels.done,
+            spec.labels.check,
+            doubt.approval_id
         );
     }
     let base = format!("http://{}", stack.addr);

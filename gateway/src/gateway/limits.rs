@@ -17,6 +17,7 @@ use std::{
 
 use aie_shared::{
     config::{Limits, RateLimit},
+    money::{Currency, Money, MoneyError},
     policy::ToolGlob,
     vault::Domain,
 };
@@ -86,22 +87,21 @@ impl RateLimits {
     }
 
     /// Takes one request from `client`'s bucket; the refusal says when to retry.
-    pub fn check_client(&self, client: &str) -> Result<(), String> {
+    pub fn check_client(&self, client: &str) -> Result<(), RateRefusal> {
         let Some((limit, limiter)) = &self.per_client else {
             return Ok(());
         };
-        limiter.check_key(&client.to_owned()).map_err(|not_until| {
-            format!(
-                "rate limit: client {client} may make {} requests a minute (burst {}); retry after {}",
-                limit.requests_per_minute,
-                limit.burst,
-                seconds(not_until.wait_time_from(self.clock.now()))
-            )
-        })
+        limiter
+            .check_key(&client.to_owned())
+            .map_err(|not_until| RateRefusal::Client {
+                client: client.to_owned(),
+                limit: *limit,
+                retry_after: not_until.wait_time_from(self.clock.now()),
+            })
     }
 
     /// Takes one request from the bucket of the most specific pattern matching `tool`.
-    pub fn check_tool(&self, tool: &str) -> Result<(), String> {
+    pub fn check_tool(&self, tool: &str) -> Result<(), RateRefusal> {
         let Some((glob, limit, limiter)) = self
             .per_tool
             .iter()
@@ -110,15 +110,101 @@ impl RateLimits {
         else {
             return Ok(());
         };
-        limiter.check().map_err(|not_until| {
-            format!(
-                "rate limit: tools matching {glob} may be called {} times a minute (burst {}); retry after {}",
-                limit.requests_per_minute,
-                limit.burst,
-                seconds(not_until.wait_time_from(self.clock.now()))
-            )
+        limiter.check().map_err(|not_until| RateRefusal::Tool {
+            glob: glob.clone(),
+            limit: *limit,
+            retry_after: not_until.wait_time_from(self.clock.now()),
         })
     }
+}
+
+/// A rate limit that refused a request, and when to retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateRefusal {
+    /// The client's own bucket (`[limits.per_client]`) is empty.
+    #[error(
+        "rate limit: client {client} may make {} requests a minute (burst {}); retry after {}",
+        limit.requests_per_minute,
+        limit.burst,
+        seconds(*retry_after)
+    )]
+    Client {
+        /// The client.
+        client: String,
+        /// Its limit.
+        limit: RateLimit,
+        /// How long until a request fits.
+        retry_after: Duration,
+    },
+    /// The bucket of the most specific `[limits.per_tool]` pattern is empty.
+    #[error(
+        "rate limit: tools matching {glob} may be called {} times a minute (burst {}); retry after {}",
+        limit.requests_per_minute,
+        limit.burst,
+        seconds(*retry_after)
+    )]
+    Tool {
+        /// The pattern.
+        glob: ToolGlob,
+        /// Its limit.
+        limit: RateLimit,
+        /// How long until a call fits.
+        retry_after: Duration,
+    },
+}
+
+/// An effect budget that an execution would exceed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetRefusal {
+    /// `[limits] emails_per_hour`.
+    #[error(
+        "budget emails_per_hour ({max}) is spent: {used} sent in the last hour; the owner can raise [limits] emails_per_hour"
+    )]
+    EmailsPerHour {
+        /// The budget.
+        max: u32,
+        /// Sent in the last hour.
+        used: u32,
+    },
+    /// `[limits] new_recipients_per_day`.
+    #[error(
+        "budget new_recipients_per_day ({max}) is spent: {used} first-time recipients in the last 24 hours, and this email adds {new}; the owner can raise [limits] new_recipients_per_day"
+    )]
+    NewRecipientsPerDay {
+        /// The budget.
+        max: u32,
+        /// First-time recipients in the last 24 hours.
+        used: u32,
+        /// This email's first-time recipients.
+        new: u32,
+    },
+    /// `[limits] payments_per_day`.
+    #[error(
+        "budget payments_per_day ({max}) is spent: {used} payments in the last 24 hours; the owner can raise [limits] payments_per_day"
+    )]
+    PaymentsPerDay {
+        /// The budget.
+        max: u32,
+        /// Payments in the last 24 hours.
+        used: u32,
+    },
+    /// `[limits] payment_amount_per_day.<CURRENCY>`.
+    #[error(
+        "budget payment_amount_per_day.{currency} ({}) would be exceeded: {} {currency} paid in the last 24 hours, and this payment is {} {currency}; the owner can raise [limits] payment_amount_per_day",
+        max.amount(),
+        used.amount(),
+        amount.amount()
+    )]
+    PaymentAmountPerDay {
+        /// The currency.
+        currency: Currency,
+        /// The budget.
+        max: Money,
+        /// Paid in the last 24 hours.
+        used: Money,
+        /// This payment.
+        amount: Money,
+    },
 }
 
 /// What one execution spends of the budgets, computed from its payload.
@@ -130,14 +216,36 @@ pub struct Spend {
     pub recipients: BTreeSet<String>,
     /// Payments made (0 or 1).
     pub payments: u32,
-    /// Amount paid, with its currency.
-    pub amount: Option<(String, f64)>,
+    /// Amount paid, in its currency's minor units.
+    pub amount: Option<Money>,
+}
+
+/// Why a payment's payload cannot be counted against the budgets (so it does not run).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpendRefusal {
+    /// No `currency`.
+    #[error("the payment's payload has no currency, so its budget cannot be checked")]
+    NoCurrency,
+    /// No `amount`, or not a string.
+    #[error(
+        "the payment's payload has no readable amount (a decimal string such as \"1250.00\"; a number is refused), so its budget cannot be checked"
+    )]
+    NoAmount,
+    /// A currency or amount that does not parse exactly.
+    #[error("the payment's {field}: {error}, so its budget cannot be checked")]
+    Unreadable {
+        /// `currency` or `amount`.
+        field: &'static str,
+        /// Why.
+        error: MoneyError,
+    },
 }
 
 impl Spend {
     /// What an approved payload in `domain` spends: an email counts once with its `to` and
-    /// `cc` addresses; a payment once with its `amount` in `currency`.
-    pub fn of(domain: Domain, payload: &Value) -> Result<Self, String> {
+    /// `cc` addresses; a payment once with its `amount` (a decimal string at the currency's
+    /// precision, never a float) in `currency`.
+    pub fn of(domain: Domain, payload: &Value) -> Result<Self, SpendRefusal> {
         let mut spend = Spend::default();
         match domain {
             Domain::Email => {
@@ -157,23 +265,26 @@ impl Spend {
             }
             Domain::Payments => {
                 spend.payments = 1;
-                let currency = payload
+                let code = payload
                     .get("currency")
                     .and_then(Value::as_str)
-                    .map(|c| c.trim().to_ascii_uppercase())
-                    .ok_or(
-                        "the payment's payload has no currency, so its budget cannot be checked",
-                    )?;
-                let amount = match payload.get("amount") {
-                    Some(Value::Number(n)) => n.as_f64(),
-                    Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
-                    _ => None,
-                }
-                .filter(|a| a.is_finite() && *a >= 0.0)
-                .ok_or(
-                    "the payment's payload has no readable amount, so its budget cannot be checked",
-                )?;
-                spend.amount = Some((currency, amount));
+                    .ok_or(SpendRefusal::NoCurrency)?;
+                let currency =
+                    Currency::new(code.trim()).map_err(|error| SpendRefusal::Unreadable {
+                        field: "currency",
+                        error,
+                    })?;
+                let amount = payload
+                    .get("amount")
+                    .and_then(Value::as_str)
+                    .ok_or(SpendRefusal::NoAmount)?;
+                let amount = Money::parse_exact(amount, currency).map_err(|error| {
+                    SpendRefusal::Unreadable {
+                        field: "amount",
+                        error,
+                    }
+                })?;
+                spend.amount = Some(amount);
             }
             _ => {}
         }
@@ -200,12 +311,55 @@ struct Spent {
     new_recipients: u32,
     #[serde(default)]
     payments: u32,
-    #[serde(default)]
-    amount: Option<(String, f64)>,
+    #[serde(default, deserialize_with = "stored_amount")]
+    amount: Option<Money>,
     /// The ledger `seq` of the approval use that spent it, so a use given back can be
     /// refunded ([`Budgets::refund`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     use_seq: Option<u64>,
+}
+
+/// A spending's amount as `budgets.json` holds it: `{"amount": "60.00", "currency": "EUR"}`,
+/// or, as written before amounts were money, `["EUR", 60.0]`: read through its shortest
+/// decimal form and rounded up to the currency's precision (counting a little more spent is
+/// the safe side); an unknown currency's old entry counts nothing.
+fn stored_amount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Money>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Money(Money),
+        Legacy(String, f64),
+    }
+    Ok(match Option::<Stored>::deserialize(d)? {
+        None => None,
+        Some(Stored::Money(money)) => Some(money),
+        Some(Stored::Legacy(code, amount)) => legacy_amount(&code, amount),
+    })
+}
+
+/// An amount written as a float before amounts were money, rounded up to minor units.
+fn legacy_amount(code: &str, amount: f64) -> Option<Money> {
+    let currency = Currency::new(code.trim().to_ascii_uppercase().as_str()).ok()?;
+    if !amount.is_finite() || amount < 0.0 {
+        return None;
+    }
+    // Rust prints a float's shortest exact decimal form, never with an exponent.
+    let text = format!("{amount}");
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let places = usize::from(currency.exponent());
+    let kept: String = fraction.chars().take(places).collect();
+    let cut = fraction.chars().skip(places).any(|c| c != '0');
+    let exact = if kept.is_empty() {
+        whole.to_owned()
+    } else {
+        format!("{whole}.{kept}")
+    };
+    let money = Money::parse(&exact, currency).ok()?;
+    Some(if cut {
+        Money::from_minor(money.minor().saturating_add(1), currency)
+    } else {
+        money
+    })
 }
 
 /// The effect budgets' running totals, in the state folder. Blocking file I/O.
@@ -250,51 +404,56 @@ impl Budgets {
     }
 
     /// Whether `spend` fits every configured budget now; the refusal names the budget.
-    pub fn check(&self, limits: &Limits, spend: &Spend) -> Result<(), String> {
+    pub fn check(&self, limits: &Limits, spend: &Spend) -> Result<(), BudgetRefusal> {
         self.check_at(limits, spend, Utc::now())
     }
 
-    fn check_at(&self, limits: &Limits, spend: &Spend, now: DateTime<Utc>) -> Result<(), String> {
+    fn check_at(
+        &self,
+        limits: &Limits,
+        spend: &Spend,
+        now: DateTime<Utc>,
+    ) -> Result<(), BudgetRefusal> {
         let hour = now - TimeDelta::hours(1);
         let day = now - TimeDelta::days(1);
         let since = |from: DateTime<Utc>| self.spent.iter().filter(move |s| s.at > from);
         if let Some(max) = limits.emails_per_hour.filter(|_| spend.emails > 0) {
             let used: u32 = since(hour).map(|s| s.emails).sum();
             if used + spend.emails > max {
-                return Err(format!(
-                    "budget emails_per_hour ({max}) is spent: {used} sent in the last hour; the owner can raise [limits] emails_per_hour"
-                ));
+                return Err(BudgetRefusal::EmailsPerHour { max, used });
             }
         }
         let new = self.new_recipients(spend);
         if let Some(max) = limits.new_recipients_per_day.filter(|_| new > 0) {
             let used: u32 = since(day).map(|s| s.new_recipients).sum();
             if used + new > max {
-                return Err(format!(
-                    "budget new_recipients_per_day ({max}) is spent: {used} first-time recipients in the last 24 hours, and this email adds {new}; the owner can raise [limits] new_recipients_per_day"
-                ));
+                return Err(BudgetRefusal::NewRecipientsPerDay { max, used, new });
             }
         }
         if let Some(max) = limits.payments_per_day.filter(|_| spend.payments > 0) {
             let used: u32 = since(day).map(|s| s.payments).sum();
             if used + spend.payments > max {
-                return Err(format!(
-                    "budget payments_per_day ({max}) is spent: {used} payments in the last 24 hours; the owner can raise [limits] payments_per_day"
-                ));
+                return Err(BudgetRefusal::PaymentsPerDay { max, used });
             }
         }
-        if let Some((currency, amount)) = &spend.amount
-            && let Some(max) = limits.payment_amount_per_day.get(currency)
+        if let Some(amount) = spend.amount
+            && let Some(max) = limits.payment_amount_per_day.get(&amount.currency())
         {
-            let used: f64 = since(day)
-                .filter_map(|s| s.amount.as_ref())
-                .filter(|(c, _)| c == currency)
-                .map(|(_, a)| a)
-                .sum();
-            if used + amount > *max {
-                return Err(format!(
-                    "budget payment_amount_per_day.{currency} ({max}) would be exceeded: {used} {currency} paid in the last 24 hours, and this payment is {amount} {currency}; the owner can raise [limits] payment_amount_per_day"
-                ));
+            let currency = amount.currency();
+            let mut used = Money::zero(currency);
+            for paid in since(day).filter_map(|s| s.amount) {
+                if paid.currency() == currency {
+                    used = used.checked_add(paid).unwrap_or(*max);
+                }
+            }
+            let after = used.checked_add(amount).map(|m| m.minor());
+            if after.is_err() || after.is_ok_and(|minor| minor > max.minor()) {
+                return Err(BudgetRefusal::PaymentAmountPerDay {
+                    currency,
+                    max: *max,
+                    used,
+                    amount,
+                });
             }
         }
         Ok(())
@@ -331,7 +490,7 @@ impl Budgets {
             emails: spend.emails,
             new_recipients: u32::try_from(new.len()).unwrap_or(u32::MAX),
             payments: spend.payments,
-            amount: spend.amount.clone(),
+            amount: spend.amount,
             use_seq: Some(use_seq),
         });
         self.save()?;
@@ -393,12 +552,16 @@ mod tests {
     use serde_json::json;
     use std::collections::BTreeMap;
 
+    fn eur() -> Currency {
+        Currency::new("EUR").unwrap()
+    }
+
     fn limits() -> Limits {
         Limits {
             emails_per_hour: Some(2),
             new_recipients_per_day: Some(1),
             payments_per_day: Some(5),
-            payment_amount_per_day: BTreeMap::from([("EUR".to_owned(), 100.0)]),
+            payment_amount_per_day: BTreeMap::from([(eur(), Money::parse("100", eur()).unwrap())]),
             ..Limits::default()
         }
     }
@@ -419,19 +582,37 @@ mod tests {
         budgets.record(&first, 1).unwrap();
         let why = budgets
             .check(&limits(), &mail("bob@example.com"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(why.contains("new_recipients_per_day"), "{why}");
         budgets.check(&limits(), &first).unwrap();
         budgets.record(&first, 1).unwrap();
         let mut reloaded = Budgets::load(dir.path()).unwrap();
-        let why = reloaded.check(&limits(), &first).unwrap_err();
+        let why = reloaded.check(&limits(), &first).unwrap_err().to_string();
         assert!(why.contains("emails_per_hour (2)"), "{why}");
 
-        reloaded.check(&limits(), &pay(60.0)).unwrap();
-        reloaded.record(&pay(60.0), 3).unwrap();
-        let why = reloaded.check(&limits(), &pay(50.0)).unwrap_err();
-        assert!(why.contains("payment_amount_per_day.EUR"), "{why}");
-        assert!(Spend::of(Domain::Payments, &json!({"amount": 1})).is_err());
+        reloaded.check(&limits(), &pay("60.00")).unwrap();
+        reloaded.record(&pay("60.00"), 3).unwrap();
+        reloaded.check(&limits(), &pay("40.00")).unwrap();
+        let why = reloaded
+            .check(&limits(), &pay("40.01"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            why,
+            "budget payment_amount_per_day.EUR (100.00) would be exceeded: 60.00 EUR paid in the last 24 hours, and this payment is 40.01 EUR; the owner can raise [limits] payment_amount_per_day"
+        );
+        assert!(Spend::of(Domain::Payments, &json!({"amount": "1.00"})).is_err());
+        let float = json!({"amount": 1.5, "currency": "EUR"});
+        assert_eq!(
+            Spend::of(Domain::Payments, &float),
+            Err(SpendRefusal::NoAmount)
+        );
+        let places = json!({"amount": "1.5", "currency": "EUR"});
+        assert!(
+            Spend::of(Domain::Payments, &places).is_err(),
+            "EUR has two places"
+        );
     }
 
     /// A bucket refuses once empty and says when to retry.
@@ -454,25 +635,51 @@ mod tests {
         let rates = RateLimits::new(&limits);
         rates.check_client("a").unwrap();
         rates.check_client("b").unwrap();
-        let why = rates.check_client("a").unwrap_err();
+        let why = rates.check_client("a").unwrap_err().to_string();
         assert!(
             why.contains("client a") && why.contains("retry after "),
             "{why}"
         );
         rates.check_tool("email_send").unwrap();
         rates.check_tool("vault_status").unwrap();
-        let why = rates.check_tool("email_fetch").unwrap_err();
+        let why = rates.check_tool("email_fetch").unwrap_err().to_string();
         assert!(why.contains("email_*") && why.ends_with(" s"), "{why}");
         assert_eq!(seconds(Duration::from_millis(1150)), "1.2 s");
     }
 
     /// A payment of `amount` euros.
-    fn pay(amount: f64) -> Spend {
+    fn pay(amount: &str) -> Spend {
         Spend::of(
             Domain::Payments,
-            &json!({"amount": amount, "currency": "eur"}),
+            &json!({"amount": amount, "currency": "EUR"}),
         )
         .unwrap()
+    }
+
+    /// `budgets.json` written when amounts were floats still reads, each amount rounded up
+    /// to the currency's minor units; the new form round-trips as decimal strings.
+    #[test]
+    fn budgets_read_amounts_written_as_floats() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now().to_rfc3339();
+        let old = format!(
+            r#"[{{"at":"{now}","payments":1,"amount":["EUR",60.1]}},{{"at":"{now}","payments":1,"amount":["EUR",0.005]}},{{"at":"{now}","payments":1,"amount":["XXQ",5.0]}}]"#
+        );
+        std::fs::write(dir.path().join(BUDGETS_FILE), old).unwrap();
+        let mut budgets = Budgets::load(dir.path()).unwrap();
+        let amounts: Vec<_> = budgets
+            .spent
+            .iter()
+            .map(|s| s.amount.map(|m| m.minor()))
+            .collect();
+        assert_eq!(amounts, [Some(6010), Some(1), None]);
+        budgets.record(&pay("1.00"), 4).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(BUDGETS_FILE)).unwrap();
+        assert!(
+            text.contains(r#"{"amount":"1.00","currency":"EUR"}"#),
+            "{text}"
+        );
+        assert_eq!(Budgets::load(dir.path()).unwrap().spent.len(), 4);
     }
 
     /// A use given back refunds its email or payment, once, also after a reload; its
@@ -486,7 +693,8 @@ mod tests {
         budgets.record(&mail("a@example.org"), 8).unwrap();
         let hour = budgets
             .check(&limits(), &mail("a@example.org"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(hour.starts_with("budget emails_per_hour (2)"), "{hour}");
 
         assert!(budgets.refund(8).unwrap());
@@ -496,15 +704,16 @@ mod tests {
         reloaded.check(&limits(), &mail("a@example.org")).unwrap();
         let new = reloaded
             .check(&limits(), &mail("b@example.org"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             new.starts_with("budget new_recipients_per_day (1)"),
             "{new}"
         );
 
-        reloaded.record(&pay(60.0), 9).unwrap();
-        assert!(reloaded.check(&limits(), &pay(60.0)).is_err());
+        reloaded.record(&pay("60.00"), 9).unwrap();
+        assert!(reloaded.check(&limits(), &pay("60.00")).is_err());
         assert!(reloaded.refund(9).unwrap());
-        reloaded.check(&limits(), &pay(60.0)).unwrap();
+        reloaded.check(&limits(), &pay("60.00")).unwrap();
     }
 }

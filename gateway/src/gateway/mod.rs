@@ -20,6 +20,8 @@
 //! # Layout
 //! - [`guard`]: the policy hook ([`CallGuard`], [`ClientIdentity`]) and [`AllowAll`].
 //! - [`auth`]: the bearer-token layer in front of `/mcp`.
+//! - [`call_refusal`]: [`CallRefusal`], every reason the policy guard refuses a call.
+//! - [`limits`]: rate limits and effect budgets (amounts as `aie_shared::Money`).
 //! - [`refusals`]: requests the HTTP layers refuse, handed to the guard for audit, and the
 //!   rate that keeps a flood of them from growing the audit log without bound.
 //! - `backend`: one backend: probing it, its health, legacy sessions and stateless
@@ -44,6 +46,9 @@ pub use error::GatewayError;
 
 pub mod guard;
 pub use guard::{AllowAll, CallGuard, CallInfo, CallOutcome, ClientIdentity, HttpRefused, Permit};
+
+pub mod call_refusal;
+pub use call_refusal::CallRefusal;
 
 pub mod limits;
 

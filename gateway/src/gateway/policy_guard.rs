@@ -22,14 +22,15 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{Arc, Mutex, OnceLock, PoisonError, RwLock},
     time::Instant,
 };
 
 use aie_shared::{
-    approvals::{Approvals, Outcome, Refused, local_user},
+    approvals::{Approvals, Authorized, Outcome, local_user},
     audit::{AuditLog, CallStatus, ToolCall},
     config::{Config, Limits},
+    executor::AuthorizedActions,
     policy::{Decision, EffectClass, Policy, Zone},
     vault::{AgentName, ApprovalId, ApprovalRequest, Vault, payload_sha256},
 };
@@ -39,6 +40,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use super::{
+    call_refusal::CallRefusal,
     guard::{CallGuard, CallInfo, CallOutcome, ClientIdentity, HttpRefused, Permit},
     limits::{Budgets, RateLimits, Spend},
     refusals::{self, Admission, RefusalRate, RefusalThrottle, Release},
@@ -107,6 +109,9 @@ struct Inner {
     live: RwLock<Arc<Live>>,
     /// The rate of HTTP-refusal records, so a flood cannot grow the log without bound.
     refusals: RefusalThrottle,
+    /// Where an authorized payload is handed to the executors hosted in this process, so
+    /// they act on exactly what the ledger check let through (`aie_shared::executor`).
+    handoff: OnceLock<AuthorizedActions>,
 }
 
 /// The gateway's policy, limits, approvals and audit, as one [`CallGuard`]. Cheap to clone.
@@ -154,8 +159,16 @@ impl PolicyGuard {
                 budgets: Mutex::new(budgets),
                 live: RwLock::new(Arc::new(Live::new(config))),
                 refusals: RefusalThrottle::new(RefusalRate::of(&config.limits)),
+                handoff: OnceLock::new(),
             }),
         })
+    }
+
+    /// Hands every authorized payload to `actions`, where the executors this process hosts
+    /// take it (the composition root gives them the same table). Set once; a second call is
+    /// ignored and returns false.
+    pub fn hand_over_to(&self, actions: AuthorizedActions) -> bool {
+        self.inner.handoff.set(actions).is_ok()
     }
 
     /// Follows a config watch (`ConfigWatcher::subscribe`): each published config replaces
@@ -306,7 +319,8 @@ impl Inner {
     }
 
     /// Audits a refusal and returns its reason, for `before` to answer.
-    async fn refuse(&self, call: ToolCall, started: Instant, reason: String) -> String {
+    async fn refuse(&self, call: ToolCall, started: Instant, refusal: CallRefusal) -> String {
+        let reason = refusal.to_string();
         let record = call.refused(reason.clone()).latency_ms(elapsed_ms(started));
         if let Err(e) = self.audit(record).await {
             tracing::error!(error = %e, "audit record of a refused call not written");
@@ -323,16 +337,16 @@ fn elapsed_ms(started: Instant) -> u64 {
 fn approval_args(
     tool: &str,
     args: &Map<String, Value>,
-) -> Result<(ApprovalId, Option<Value>), String> {
+) -> Result<(ApprovalId, Option<Value>), CallRefusal> {
     let Some(raw) = args.get(APPROVAL_ARG) else {
-        return Err(format!(
-            "{tool} is an execute tool: it runs only with the approval_id of a request the owner approved on the local machine (`aie approvals list`, then `aie approvals approve ID`); draft one first"
-        ));
+        return Err(CallRefusal::NoApprovalId {
+            tool: tool.to_owned(),
+        });
     };
     let id = raw
         .as_str()
         .and_then(|s| ApprovalId::new(s).ok())
-        .ok_or_else(|| format!("{APPROVAL_ARG} must be an approval id string, got {raw}"))?;
+        .ok_or_else(|| CallRefusal::BadApprovalId { raw: raw.clone() })?;
     let mut rest = args.clone();
     rest.remove(APPROVAL_ARG);
     let restated = (!rest.is_empty()).then_some(Value::Object(rest));
@@ -453,14 +467,15 @@ impl CallGuard for PolicyGuard {
             &args_value,
         );
 
-        if let Err(reason) = live.rates.check_client(&client.name) {
-            return Err(inner.refuse(record, started, reason).await);
+        if let Err(refused) = live.rates.check_client(&client.name) {
+            return Err(inner.refuse(record, started, refused.into()).await);
         }
         if let Decision::Refuse(reason) = live.policy.decide(inner.zone, &client.role, &call.tool) {
-            return Err(inner.refuse(record, started, reason).await);
+            let refusal = CallRefusal::Policy(reason);
+            return Err(inner.refuse(record, started, refusal).await);
         }
-        if let Err(reason) = live.rates.check_tool(&call.tool) {
-            return Err(inner.refuse(record, started, reason).await);
+        if let Err(refused) = live.rates.check_tool(&call.tool) {
+            return Err(inner.refuse(record, started, refused.into()).await);
         }
 
         let mut data = CallData {
@@ -479,8 +494,10 @@ impl CallGuard for PolicyGuard {
             let Some(approvals) = inner.approvals.clone() else {
                 // Policy::decide already refuses execute tools in the cloud; this keeps the
                 // guard safe even for a policy that would not.
-                let reason = format!("{} belongs to the local executive", call.tool);
-                return Err(inner.refuse(record, started, reason).await);
+                let refusal = CallRefusal::NotLocal {
+                    tool: call.tool.clone(),
+                };
+                return Err(inner.refuse(record, started, refusal).await);
             };
             let authorized = {
                 let this = self.clone();
@@ -489,12 +506,13 @@ impl CallGuard for PolicyGuard {
                     this.authorize(&approvals, &id, &tool, restated, &limits)
                 })
                 .await
-                .unwrap_or_else(|e| Err(format!("the approval check stopped: {e}")))
+                .unwrap_or_else(|e| Err(CallRefusal::CheckStopped(e.to_string())))
             };
-            let use_seq = match authorized {
-                Ok(use_seq) => use_seq,
+            let authorized = match authorized {
+                Ok(authorized) => authorized,
                 Err(reason) => return Err(inner.refuse(record, started, reason).await),
             };
+            let use_seq = authorized.use_seq;
             // The intent, before anything leaves: without it the call does not run (its
             // outcome follows in a second record with the same correlation id).
             let intent = record
@@ -507,7 +525,13 @@ impl CallGuard for PolicyGuard {
                 let why = format!("not forwarded: the audit log cannot be written ({e})");
                 let (settle, _, note) = release(&why);
                 let note = inner.settle(&id, use_seq, settle, note).await;
-                return Err(inner.refuse(record, started, note).await);
+                let refusal = CallRefusal::NotForwarded(note);
+                return Err(inner.refuse(record, started, refusal).await);
+            }
+            // The payload the ledger let through, for an executor hosted here: it acts on
+            // this, never on a second read of the file.
+            if let Some(handoff) = inner.handoff.get() {
+                handoff.grant(authorized);
             }
             data.approval_id = Some(id);
             data.use_seq = use_seq;
@@ -538,6 +562,11 @@ impl CallGuard for PolicyGuard {
         record.args_sha256 = data.args_sha256.clone();
         let record = match &data.approval_id {
             Some(id) => {
+                // An authorization no executor took (an upstream served the call, or its
+                // arguments never parsed) goes no further.
+                if let Some(handoff) = inner.handoff.get() {
+                    handoff.withdraw(id, data.use_seq);
+                }
                 let (settle, status, note) = ledger_outcome(outcome);
                 let note = inner.settle(id, data.use_seq, settle, note).await;
                 record.approval(id.clone()).status(status).reason(note)
@@ -605,7 +634,7 @@ impl PolicyGuard {
         tool: &str,
         restated: Option<Value>,
         limits: &Limits,
-    ) -> Result<u64, String> {
+    ) -> Result<Authorized, CallRefusal> {
         let inner = &self.inner;
         // The payload to authorize. `{approval_id}` alone: the approved request's own
         // payload, from its file (authorize compares that file with the ledger, so an edited
@@ -626,14 +655,14 @@ impl PolicyGuard {
         };
         let mut budgets = inner.budgets.lock().unwrap_or_else(PoisonError::into_inner);
         budgets.check(limits, &spend)?;
-        let authorized = approvals
-            .authorize(id, tool, &payload)
-            .map_err(|refused| refusal_text(&refused))?;
+        // `Refused`'s message reads "approval `a1` refused: <reason>; its file was set aside
+        // to Quarantine/a1.md".
+        let authorized = approvals.authorize(id, tool, &payload)?;
         if let Err(e) = budgets.record(&spend, authorized.use_seq) {
             // Authorized already: the action goes ahead, the count may be lost.
             tracing::error!(error = %e, "effect budgets not written to the state folder");
         }
-        Ok(authorized.use_seq)
+        Ok(authorized)
     }
 }
 
@@ -653,13 +682,6 @@ fn local_approvals(
     } else {
         approvals
     })
-}
-
-/// A ledger refusal as the client reads it: the reason, and where the file was set aside.
-fn refusal_text(refused: &Refused) -> String {
-    // `Refused`'s message already reads "approval `a1` refused: <reason>; its file was set
-    // aside to Quarantine/a1.md".
-    refused.to_string()
 }
 
 #[cfg(test)]
@@ -785,9 +807,11 @@ mod tests {
     }
 
     /// The guard's approvals and its authorization of `id`'s own payload.
-    fn authorize_own(guard: &PolicyGuard, id: &ApprovalId) -> Result<u64, String> {
+    fn authorize_own(guard: &PolicyGuard, id: &ApprovalId) -> Result<u64, CallRefusal> {
         let approvals = guard.inner.approvals.clone().unwrap();
-        guard.authorize(&approvals, id, "email_send", None, &Limits::default())
+        guard
+            .authorize(&approvals, id, "email_send", None, &Limits::default())
+            .map(|a| a.use_seq)
     }
 
     /// By default a file the owner moves into Approved/ by hand is no approval: it is set
@@ -795,7 +819,7 @@ mod tests {
     #[test]
     fn hand_moves_are_set_aside_unless_accepted() {
         let (dir, guard, id) = hand_moved("moved-1", "");
-        let why = authorize_own(&guard, &id).unwrap_err();
+        let why = authorize_own(&guard, &id).unwrap_err().to_string();
         assert!(why.contains("accept_hand_moves is off"), "{why}");
         assert!(why.contains("aie approvals approve moved-1"), "{why}");
         assert!(dir.path().join("vault/Quarantine/moved-1.md").is_file());
@@ -849,7 +873,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rest, Some(json!({"to": ["x"]})));
-        let why = approval_args("email_send", &args(json!({}))).unwrap_err();
+        let why = approval_args("email_send", &args(json!({})))
+            .unwrap_err()
+            .to_string();
         assert!(why.contains("aie approvals approve"), "{why}");
         assert!(approval_args("email_send", &args(json!({"approval_id": 7}))).is_err());
     }

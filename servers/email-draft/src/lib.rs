@@ -11,9 +11,10 @@
 //! - [`intake`]: Maildir and IMAP intake; each mail becomes one task, never two.
 //! - [`triage`]: category and priority by rules, with the reason each rule fired.
 //! - [`draft`]: a reply (threading headers, `Re:`) filed as an approval request.
-//! - [`send`]: the send journal, SMTP and the outbox; at most once, in doubt when unknown.
+//! - [`send`]: the SMTP (or `.eml` outbox) effect that `aie_shared::executor` carries out
+//!   at most once, in doubt when unknown; its journal and words.
 //! - [`server`]: [`EmailDraft`] and the four MCP tools.
-//! - `fsutil` (private): durable writes in the state folder.
+//! - `fsutil` (private): durable writes in the state folder (the outbox, IMAP positions).
 
 pub mod config;
 pub use config::{EmailConfig, ImapConfig, SmtpConfig, SmtpUrl};

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use aie_shared::{
     ToolError, ToolOutput, ToolServer, ToolSet, ToolSpec,
-    vault::{ApprovalId, Domain, TaskFolder, TaskId, Vault, VaultError},
+    approvals::Approvals,
+    executor::{Authority, AuthorizedActions},
+    vault::{AgentName, ApprovalId, Domain, TaskFolder, TaskId, Vault, VaultError},
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -86,9 +88,39 @@ struct Inner {
 }
 
 impl EmailDraft {
-    /// The server on `vault` with `config`: checks the state folder and reads the journal,
+    /// The server on `vault` with `config`, alone (`aie serve email-draft`): `email_send`
+    /// runs an approval from `Approved/`, checked against the approval ledger of the state
+    /// folder when it holds one. Checks the state folder and reads the send journal,
     /// reporting approvals in doubt in the log.
     pub fn new(vault: Vault, config: EmailConfig) -> Result<Self, SetupError> {
+        let authority = Authority::Vault {
+            vault: vault.clone(),
+            state_dir: config.state_dir.clone(),
+        };
+        Self::with_authority(vault, config, authority, None)
+    }
+
+    /// The server hosted in-process behind the gateway (`aie up`): `email_send` runs only
+    /// the payload the gateway's guard authorized and handed over in `actions`, never a
+    /// second read of the file; `approvals` (the local gateway's ledger; none in the cloud)
+    /// is where the send journal settles what it proves (`Sender::reconcile`), as the
+    /// config's agent.
+    pub fn hosted(
+        vault: Vault,
+        config: EmailConfig,
+        actions: AuthorizedActions,
+        approvals: Option<Approvals>,
+    ) -> Result<Self, SetupError> {
+        let ledger = approvals.map(|a| (a, config.agent.clone()));
+        Self::with_authority(vault, config, Authority::Gateway(actions), ledger)
+    }
+
+    fn with_authority(
+        vault: Vault,
+        config: EmailConfig,
+        authority: Authority,
+        ledger: Option<(Approvals, AgentName)>,
+    ) -> Result<Self, SetupError> {
         let state = &config.state_dir;
         std::fs::create_dir_all(state).map_err(|source| SetupError::State {
             path: state.clone(),
@@ -102,10 +134,13 @@ impl EmailDraft {
                 vault: vault.root().to_path_buf(),
             });
         }
-        let sender = Sender::new(&config).map_err(|source| SetupError::State {
-            path: state.join(crate::send::journal::JOURNAL_FILE),
+        let mut sender = Sender::new(&config, authority).map_err(|source| SetupError::State {
+            path: state.join(crate::send::JOURNAL.file),
             source,
         })?;
+        if let Some((approvals, agent)) = ledger {
+            sender = sender.with_ledger(approvals, agent);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 vault,
@@ -226,12 +261,12 @@ impl EmailDraft {
 
     /// Sends an approved reply, at most once.
     pub async fn send(&self, approval_id: &ApprovalId) -> Result<SendOutcome, SendError> {
-        self.inner.sender.send(&self.inner.vault, approval_id).await
+        self.inner.sender.send(approval_id).await
     }
 
     /// Approvals whose messages may or may not have been delivered.
     pub async fn in_doubt(&self) -> Vec<InDoubt> {
-        self.inner.sender.in_doubt().await
+        self.inner.sender.in_doubt()
     }
 }
 

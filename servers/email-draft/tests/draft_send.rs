@@ -11,8 +11,9 @@ use std::path::Path;
 use aie_email_draft::{
     EmailConfig, EmailDraft, ReplyArgs, SmtpConfig,
     message::parse,
-    send::{JournalState, SendJournal, outbox_dir},
+    send::{JOURNAL, outbox_dir},
 };
+use aie_shared::executor::{Journal, JournalEntry, JournalState};
 use aie_shared::vault::{AgentName, ApprovalId, ApprovalRequest, TaskId};
 use support::{Setup, SmtpSink, certificate, mail};
 
@@ -180,10 +181,10 @@ async fn send_to_outbox_exactly_once_and_only_when_approved() {
             .count(),
         1
     );
-    let journal = SendJournal::open(&setup.state).expect("journal");
+    let journal = Journal::open(&setup.state, &JOURNAL).expect("journal");
     assert_eq!(
         journal.last(&drafted.approval_id).map(|e| e.state),
-        Some(JournalState::Sent)
+        Some(JournalState::Done)
     );
 
     // Tampering after approval breaks the hash: refused.
@@ -354,10 +355,10 @@ async fn send_with_smtp_down_is_clear_and_leaves_the_approval_usable() {
         err.contains(&port.to_string()) && err.contains("cannot connect"),
         "{err}"
     );
-    let journal = SendJournal::open(&setup.state).expect("journal");
+    let journal = Journal::open(&setup.state, &JOURNAL).expect("journal");
     assert_eq!(
         journal.last(&drafted.approval_id).map(|e| e.state),
-        Some(JournalState::Failed)
+        Some(JournalState::NotExecuted)
     );
     assert!(journal.in_doubt().is_empty());
     assert!(
@@ -407,17 +408,19 @@ async fn send_cut_off_by_a_crash_is_in_doubt_and_never_resent() {
     assert!(sink.messages().is_empty(), "nothing was sent");
 }
 
-/// Writes what a process killed between the journal's `sending` line and the outcome leaves.
+/// Writes what a process killed between the journal's `started` line and the outcome leaves.
 fn crash_mid_send(state: &Path, approval_id: &str, message_id: &str) {
-    let mut journal = SendJournal::open(state).expect("journal");
+    let mut journal = Journal::open(state, &JOURNAL).expect("journal");
     journal
-        .append(aie_email_draft::send::JournalEntry {
+        .append(JournalEntry {
             ts: "2025-01-31T09:00:00.000Z".into(),
             approval_id: approval_id.into(),
-            state: JournalState::Sending,
-            message_id: message_id.into(),
+            state: JournalState::Started,
+            effect_id: message_id.into(),
             payload_sha256: "unknown".into(),
-            transport: "smtp://127.0.0.1".into(),
+            target: "smtp://127.0.0.1".into(),
+            receipt: None,
+            read_back: false,
             detail: None,
         })
         .expect("append");

@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::{
     http::{HttpOptions, TlsFiles},
+    money::{Currency, Money},
     policy::{EffectClass, Role, ToolGlob, Zone, builtin_roles},
     vault::AgentName,
 };
@@ -320,8 +321,8 @@ pub struct Limits {
     pub new_recipients_per_day: Option<u32>,
     /// Most payments a day.
     pub payments_per_day: Option<u32>,
-    /// Most paid out a day, by ISO 4217 currency code.
-    pub payment_amount_per_day: BTreeMap<String, f64>,
+    /// Most paid out a day, by ISO 4217 currency, in that currency's minor units.
+    pub payment_amount_per_day: BTreeMap<Currency, Money>,
     /// HTTP-refusal audit records written at once per client.
     pub refusal_audit_burst: NonZeroU32,
     /// HTTP-refusal audit records written a second per client once the burst is spent.

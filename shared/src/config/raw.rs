@@ -200,10 +200,12 @@ pub(crate) struct RawLimits {
     pub new_recipients_per_day: Option<u32>,
     /// Most payments a day. Default: no budget.
     pub payments_per_day: Option<u32>,
-    /// Most paid out a day, per currency (ISO 4217 code to amount), e.g. `{ EUR = 500.0 }`.
-    /// A currency not listed has no budget.
+    /// Most paid out a day, per currency: ISO 4217 code to a decimal string in that
+    /// currency's minor-unit precision, e.g. `{ EUR = "500.00", JPY = "20000", KWD = "1.250" }`
+    /// (counted exactly, in minor units; a float is refused). A currency not listed has no
+    /// budget.
     #[serde(default)]
-    pub payment_amount_per_day: BTreeMap<String, f64>,
+    pub payment_amount_per_day: BTreeMap<String, String>,
     /// Audit records of HTTP refusals on `/mcp` (401, 403, 413, 400) written at once per
     /// client (each configured client, and all requests without a known token as one) before
     /// `refusal_audit_per_second` applies; refusals over the rate are counted in the next

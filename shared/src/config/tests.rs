@@ -170,7 +170,7 @@ url = "ftp://x/mcp"
 "email_*" = "read"
 "bad.name" = "read"
 [limits]
-payment_amount_per_day = { eur = 5.0 }
+payment_amount_per_day = { eur = "5.00" }
 [limits.per_client]
 requests_per_minute = 0
 [[email.rules]]
@@ -197,6 +197,44 @@ interval_secs = 0
         ":23: limits.per_client.requests_per_minute: must be at least 1",
         ":24: email.rules[0]: matches nothing; give from, domain, keywords or header",
         ":27: sync.interval_secs: must be at least 1",
+    ] {
+        assert!(
+            joined.contains(expected),
+            "missing {expected:?} in:\n{joined}"
+        );
+    }
+}
+
+/// Daily payment budgets are decimal strings per ISO 4217 currency, read exactly in minor
+/// units; a float, an unknown currency or more places than the currency has are refused at
+/// the key and line.
+#[test]
+fn payment_budgets_are_exact_money() {
+    let limits = at("[limits]\npayment_amount_per_day = { EUR = \"500.00\", JPY = \"20000\", KWD = \"1.250\" }\n")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .limits;
+    let minor: Vec<(String, i64)> = limits
+        .payment_amount_per_day
+        .iter()
+        .map(|(c, m)| (c.code().to_owned(), m.minor()))
+        .collect();
+    assert_eq!(
+        minor,
+        [
+            ("EUR".to_owned(), 50_000),
+            ("JPY".to_owned(), 20_000),
+            ("KWD".to_owned(), 1_250)
+        ]
+    );
+    let errors = errors_of(
+        "[limits]\npayment_amount_per_day = { EUR = 500.0, USD = \"1.005\", XYZ = \"1\", GBP = \"-3\" }\n",
+    );
+    let joined = errors.join("\n");
+    for expected in [
+        "limits.payment_amount_per_day.EUR: expected a string, found a float",
+        "limits.payment_amount_per_day.USD: \"1.005\" has more decimal places than USD has (2)",
+        "limits.payment_amount_per_day.XYZ: XYZ is not a currency aie knows",
+        "limits.payment_amount_per_day.GBP: \"-3\" is not a decimal amount",
     ] {
         assert!(
             joined.contains(expected),

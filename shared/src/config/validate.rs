@@ -25,6 +25,7 @@ use super::{
     structure::{Found, Index, join, parent},
 };
 use crate::{
+    money::{Currency, Money, MoneyError},
     policy::{Policy, Role, SUITE_PREFIXES, SUITE_TOOLS, ToolGlob, builtin_roles},
     vault::AgentName,
 };
@@ -625,17 +626,20 @@ fn limits(ctx: &mut Ctx<'_>, raw: RawLimits) -> Limits {
         }
     }
     let mut payment_amount_per_day = BTreeMap::new();
-    for (currency, amount) in raw.payment_amount_per_day {
-        let key = join("limits.payment_amount_per_day", &currency);
-        if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
-            ctx.err(
+    for (code, amount) in raw.payment_amount_per_day {
+        let key = join("limits.payment_amount_per_day", &code);
+        match Currency::new(&code) {
+            Err(MoneyError::NotACode(_)) => ctx.err(
                 &key,
                 "is not an ISO 4217 currency code: three capital letters, e.g. EUR",
-            );
-        } else if !amount.is_finite() || amount < 0.0 {
-            ctx.err(&key, "must be an amount of at least 0");
-        } else {
-            payment_amount_per_day.insert(currency, amount);
+            ),
+            Err(e) => ctx.err(&key, e.to_string()),
+            Ok(currency) => match Money::parse(&amount, currency) {
+                Ok(money) => {
+                    payment_amount_per_day.insert(currency, money);
+                }
+                Err(e) => ctx.err(&key, e.to_string()),
+            },
         }
     }
     let defaults = Limits::default();

@@ -8,9 +8,9 @@
 //! - [`Authority::Vault`]: a server on its own listener (`aie serve email-draft`), fronted
 //!   over HTTP or called directly. It reads `Approved/<id>.md` and checks it (in `Approved/`,
 //!   the tool, the payload hash, the expiry). When its state folder holds an approval ledger
-//!   (the gateway's, on the same machine), the file must also be what the ledger approved,
-//!   and in use by the gateway (used, no final result): a file a sync changed after the
-//!   gateway's check is refused. Without a ledger there, the server trusts whatever fronts
+//!   with entries (the gateway's, on the same machine), the file must also be what the
+//!   ledger approved, and in use by the gateway (used, no final result): a file a sync
+//!   changed after the gateway's check is refused. Without a ledger there, the server trusts whatever fronts
 //!   it, as any MCP server trusts its gateway, and the file is only checked for consistency:
 //!   run it with the gateway's `--state` for the stronger check (`specs/executor.md`).
 
@@ -138,7 +138,10 @@ fn check_ledger(
     id: &ApprovalId,
     request: &ApprovalRequest,
 ) -> Result<(), String> {
-    if !state_dir.join(LEDGER_FILE).is_file() || !state_dir.join(KEY_FILE).is_file() {
+    // A ledger with no entry approved nothing: `aie approvals list` run on a standalone
+    // server's state folder leaves an empty one behind, which is no gateway's ledger.
+    let holds_entries = std::fs::metadata(state_dir.join(LEDGER_FILE)).is_ok_and(|m| m.len() > 0);
+    if !holds_entries || !state_dir.join(KEY_FILE).is_file() {
         return Ok(());
     }
     let refuse = |why: String| {

@@ -1,33 +1,55 @@
-//! Sending an approved reply, at most once.
+//! Sending an approved reply: the email server's [`Effect`], the one thing it does in the
+//! outside world. The at-most-once machinery around it (the journal written before and after
+//! each send, the crash points, in doubt after a crash, the guard's hand-off) is the shared
+//! executor's (`aie_shared::executor`, `specs/executor.md`).
 //!
-//! - [`journal`]: the send journal in the state folder and the in-doubt list.
 //! - [`transport`]: SMTP through lettre, and the `.eml` outbox.
 //!
-//! [`Sender::send`] reads the approval file from `Approved/`, checks it (the tool, the
-//! payload hash, the expiry, the Message-ID derived from its id), builds exactly the message
-//! its payload describes, and hands it to the transport between two journal lines. The
-//! gateway checks the human's approval before it calls; these checks are a second lock, not
-//! the first.
+//! [`SmtpEffect::prepare`] builds exactly the message the approved payload describes and
+//! checks that its Message-ID derives from the approval id (the effect's id, in the journal
+//! before anything is sent); [`SmtpEffect::perform`] hands it to the transport. SMTP cannot
+//! be asked whether a message arrived, so a send in doubt stays in doubt for the owner: it
+//! has no `look_up`.
 
 use std::path::{Path, PathBuf};
 
-use aie_shared::vault::{ApprovalId, ApprovalRequest, Domain, Vault, VaultError};
-use chrono::Utc;
+use aie_shared::{
+    approvals::Approvals,
+    executor::{
+        Action, Authority, Effect, EffectError, ExecError, ExecStatus, Executor, JournalSpec,
+        Labels, Performed, Prepared, Settled,
+    },
+    vault::{AgentName, ApprovalId, Domain},
+};
 use lettre::{Message, message::header::ContentType};
 use schemars::JsonSchema;
 use serde::Serialize;
-use tokio::sync::Mutex;
 
 use crate::{
     config::{EmailConfig, SmtpConfig},
     draft::{ReplyPayload, SEND_TOOL, message_id_matches},
 };
 
-pub mod journal;
-pub use journal::{InDoubt, JournalEntry, JournalState, SendJournal};
-
 pub mod transport;
 pub use transport::{Transport, TransportError};
+
+/// The email executor: its name, its journal (`<state>/send-journal.jsonl`, the file the
+/// email server always kept, so an existing state folder's journal is read as it is) and
+/// its words.
+pub static JOURNAL: JournalSpec = JournalSpec {
+    name: "email",
+    file: "send-journal.jsonl",
+    tools: &[SEND_TOOL],
+    domain: Domain::Email,
+    labels: Labels {
+        server: "email server",
+        journal: "send journal",
+        action: "send",
+        done: "sent",
+        effect_id: "Message-ID",
+        check: "look for it at the recipient or in the mail server's log",
+    },
+};
 
 /// Why a send did not happen, or may have.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +60,42 @@ pub enum SendError {
     /// The message may have left; it is never sent again by itself.
     #[error("in doubt: {0}")]
     InDoubt(String),
+}
+
+impl From<ExecError> for SendError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::NotExecuted(why) => SendError::NotSent(why),
+            ExecError::InDoubt(why) => SendError::InDoubt(why),
+        }
+    }
+}
+
+/// A send whose message may or may not have been delivered, as `email_send` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct InDoubt {
+    /// The approval.
+    pub approval_id: String,
+    /// The message's Message-ID, to look for at the recipient or in the server's log.
+    pub message_id: String,
+    /// Where it was being sent.
+    pub transport: String,
+    /// When the send began.
+    pub since: String,
+    /// What is known.
+    pub detail: String,
+}
+
+impl From<aie_shared::executor::InDoubt> for InDoubt {
+    fn from(d: aie_shared::executor::InDoubt) -> Self {
+        Self {
+            approval_id: d.approval_id,
+            message_id: d.effect_id,
+            transport: d.target,
+            since: d.since,
+            detail: d.detail,
+        }
+    }
 }
 
 /// A send that happened (now or before).
@@ -57,219 +115,134 @@ pub struct SendOutcome {
     pub in_doubt: Vec<InDoubt>,
 }
 
-/// The sending half of the server: the transport and the journal.
+/// The email server's effect: one approved reply, built from its payload and handed to the
+/// transport.
 #[derive(Debug)]
-pub struct Sender {
+pub struct SmtpEffect {
     transport: Transport,
     default_from: Option<String>,
-    // One send at a time: the journal check and the send must not interleave.
-    journal: Mutex<SendJournal>,
 }
 
-impl Sender {
-    /// The sender of `config`: SMTP when configured, else the outbox; reads the journal.
-    pub fn new(config: &EmailConfig) -> std::io::Result<Self> {
+impl SmtpEffect {
+    /// The effect of `config`: SMTP when configured, else the outbox.
+    pub fn new(config: &EmailConfig) -> Self {
         let transport = match &config.smtp {
-            Some(smtp) => Transport::Smtp {
-                config: smtp.clone(),
-                state_dir: config.state_dir.clone(),
-            },
+            Some(smtp) => smtp_transport(smtp.clone(), &config.state_dir),
             None => Transport::Outbox(outbox_dir(&config.state_dir)),
         };
-        Ok(Self {
+        Self {
             transport,
             default_from: config.from.clone(),
-            journal: Mutex::new(SendJournal::open(&config.state_dir)?),
-        })
-    }
-
-    /// A sender over `transport` (tests, or an SMTP server chosen at run time).
-    pub fn with_transport(
-        transport: Transport,
-        state_dir: &Path,
-        default_from: Option<String>,
-    ) -> std::io::Result<Self> {
-        Ok(Self {
-            transport,
-            default_from,
-            journal: Mutex::new(SendJournal::open(state_dir)?),
-        })
+        }
     }
 
     /// How messages leave.
     pub fn transport(&self) -> &Transport {
         &self.transport
     }
+}
 
-    /// Approvals in doubt.
-    pub async fn in_doubt(&self) -> Vec<InDoubt> {
-        self.journal.lock().await.in_doubt()
+impl Effect for SmtpEffect {
+    type Request = Message;
+
+    fn spec(&self) -> &'static JournalSpec {
+        &JOURNAL
     }
 
-    /// Sends the approved reply `approval_id`, at most once.
-    pub async fn send(
-        &self,
-        vault: &Vault,
-        approval_id: &ApprovalId,
-    ) -> Result<SendOutcome, SendError> {
-        let request = {
-            let (vault, id) = (vault.clone(), approval_id.clone());
-            tokio::task::spawn_blocking(move || read_approved(&vault, &id))
-                .await
-                .map_err(|e| SendError::NotSent(format!("internal error: {e}")))??
-        };
-        let payload: ReplyPayload =
-            serde_json::from_value(request.meta.payload.clone()).map_err(|e| {
-                SendError::NotSent(format!(
-                    "approval `{approval_id}`: the payload is not a reply: {e}"
-                ))
-            })?;
-        if !message_id_matches(approval_id, &payload.message_id) {
-            return Err(SendError::NotSent(format!(
-                "approval `{approval_id}`: the payload's message_id {} is not derived from the approval id",
-                payload.message_id
-            )));
-        }
-        let message =
-            build_message(&payload, self.default_from.as_deref()).map_err(SendError::NotSent)?;
+    fn target(&self) -> String {
+        self.transport.name()
+    }
 
-        let mut journal = self.journal.lock().await;
-        if let Some(why) = journal.damaged() {
-            return Err(SendError::NotSent(format!(
-                "the send journal is damaged: {why}"
-            )));
+    fn prepare(&self, action: &Action) -> Result<Prepared<Message>, String> {
+        let payload: ReplyPayload = serde_json::from_value(action.payload.clone())
+            .map_err(|e| format!("the payload is not a reply: {e}"))?;
+        if !message_id_matches(&action.approval_id, &payload.message_id) {
+            return Err(format!(
+                "the payload's message_id {} is not derived from the approval id",
+                payload.message_id
+            ));
         }
-        let entry = |state, detail: Option<String>| JournalEntry {
-            ts: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            approval_id: approval_id.to_string(),
-            state,
-            message_id: payload.message_id.clone(),
-            payload_sha256: request.meta.payload_sha256.clone(),
-            transport: self.transport.name(),
-            detail,
-        };
-        match journal
-            .last(approval_id.as_str())
-            .map(|e| (e.state, e.clone()))
-        {
-            Some((JournalState::Sent, earlier)) => {
-                return Ok(SendOutcome {
-                    approval_id: approval_id.to_string(),
-                    status: "already_sent".into(),
-                    message_id: earlier.message_id,
-                    transport: earlier.transport,
-                    detail: format!("sent at {}; not sent again", earlier.ts),
-                    in_doubt: journal.in_doubt(),
-                });
-            }
-            Some((JournalState::Sending | JournalState::InDoubt, earlier)) => {
-                return Err(SendError::InDoubt(format!(
-                    "approval `{approval_id}` was being sent at {} through {} and the outcome is unknown; look for Message-ID {} at the recipient or in the server's log; it is never sent again by itself (draft a new reply to send one)",
-                    earlier.ts, earlier.transport, earlier.message_id
-                )));
-            }
-            Some((JournalState::Failed, _)) | None => {}
-        }
-        journal
-            .append(entry(JournalState::Sending, None))
-            .map_err(|e| {
-                SendError::NotSent(format!(
-                    "cannot write the send journal {}: {e}",
-                    journal.path().display()
-                ))
-            })?;
-        crash_hook("before_send");
-        let delivered = self.transport.deliver(approval_id, &message).await;
-        if delivered.is_ok() {
-            crash_hook("after_send");
-        }
-        let (state, result) = match delivered {
-            Ok(detail) => (JournalState::Sent, Ok(detail)),
-            Err(TransportError::NotSent(why)) => {
-                (JournalState::Failed, Err(SendError::NotSent(why)))
-            }
-            Err(TransportError::InDoubt(why)) => {
-                (JournalState::InDoubt, Err(SendError::InDoubt(why)))
-            }
-        };
-        let detail = match &result {
-            Ok(detail) => detail.clone(),
-            Err(e) => e.to_string(),
-        };
-        if let Err(e) = journal.append(entry(state, Some(detail.clone()))) {
-            // The `sending` line stays the last: the approval reads as in doubt, which is
-            // the safe reading when the outcome could not be written down.
-            tracing::error!(approval_id = %approval_id, "cannot record the send's outcome: {e}");
-        }
-        match result {
-            Ok(detail) => {
-                tracing::info!(approval_id = %approval_id, message_id = %payload.message_id, transport = %self.transport.name(), "sent");
-                Ok(SendOutcome {
-                    approval_id: approval_id.to_string(),
-                    status: "sent".into(),
-                    message_id: payload.message_id.clone(),
-                    transport: self.transport.name(),
-                    detail,
-                    in_doubt: journal.in_doubt(),
-                })
-            }
-            Err(e) => {
-                tracing::warn!(approval_id = %approval_id, "{e}");
-                Err(e)
-            }
+        let message = build_message(&payload, self.default_from.as_deref())?;
+        Ok(Prepared {
+            effect_id: payload.message_id,
+            request: message,
+        })
+    }
+
+    async fn perform(&self, action: &Action, message: &Message) -> Result<Performed, EffectError> {
+        match self.transport.deliver(&action.approval_id, message).await {
+            Ok(detail) => Ok(Performed {
+                receipt: None,
+                detail,
+            }),
+            Err(TransportError::NotSent(why)) => Err(EffectError::NotExecuted(why)),
+            Err(TransportError::InDoubt(why)) => Err(EffectError::InDoubt(why)),
         }
     }
 }
 
-/// Test hook for the crash tests (invariant 7): in debug builds only, when `AIE_TEST_CRASH`
-/// names `point` (`before_send`: the journal says `sending`, nothing handed over yet;
-/// `after_send`: the server accepted the message, the journal not yet told), the process
-/// aborts there, as a SIGKILL would stop it. Release builds ignore the variable.
-fn crash_hook(point: &str) {
-    if cfg!(debug_assertions) && std::env::var("AIE_TEST_CRASH").is_ok_and(|v| v == point) {
-        eprintln!("aie: AIE_TEST_CRASH={point}: aborting the process here (test hook)");
-        std::process::abort();
+/// The sending half of the server: the shared executor around [`SmtpEffect`].
+#[derive(Debug)]
+pub struct Sender {
+    executor: Executor<SmtpEffect>,
+}
+
+impl Sender {
+    /// The sender of `config`, taking its approvals from `authority`; reads the journal.
+    pub fn new(config: &EmailConfig, authority: Authority) -> std::io::Result<Self> {
+        Ok(Self {
+            executor: Executor::open(SmtpEffect::new(config), &config.state_dir, authority)?,
+        })
+    }
+
+    /// The same sender, also settling in the approval ledger what its journal proves.
+    pub fn with_ledger(self, approvals: Approvals, agent: AgentName) -> Self {
+        Self {
+            executor: self.executor.with_ledger(approvals, agent),
+        }
+    }
+
+    /// How messages leave.
+    pub fn transport(&self) -> &Transport {
+        self.executor.effect().transport()
+    }
+
+    /// Approvals in doubt.
+    pub fn in_doubt(&self) -> Vec<InDoubt> {
+        self.executor
+            .in_doubt()
+            .into_iter()
+            .map(Into::into)
+            .collect()
+    }
+
+    /// Records in the ledger what the journal proves (a send `sent` whose result the
+    /// gateway never recorded); SMTP cannot be read back, so nothing else is settled.
+    pub async fn reconcile(&self) -> Vec<Settled> {
+        self.executor.reconcile().await
+    }
+
+    /// Sends the approved reply `approval_id`, at most once.
+    pub async fn send(&self, approval_id: &ApprovalId) -> Result<SendOutcome, SendError> {
+        let done = self.executor.execute(approval_id, SEND_TOOL).await?;
+        Ok(SendOutcome {
+            approval_id: done.approval_id.to_string(),
+            status: match done.status {
+                ExecStatus::Done => "sent",
+                ExecStatus::AlreadyDone => "already_sent",
+            }
+            .to_owned(),
+            message_id: done.effect_id,
+            transport: done.target,
+            detail: done.detail,
+            in_doubt: done.in_doubt.into_iter().map(Into::into).collect(),
+        })
     }
 }
 
 /// `<state>/outbox/`: where the file transport writes `.eml` files.
 pub fn outbox_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("outbox")
-}
-
-/// Reads `Approved/<id>.md` and checks that it may run here. Blocking.
-fn read_approved(vault: &Vault, id: &ApprovalId) -> Result<ApprovalRequest, SendError> {
-    let not_sent = |why: String| SendError::NotSent(why);
-    let (path, request) = match vault.read_approval_request(id) {
-        Ok(found) => found,
-        Err(VaultError::ApprovalNotFound { .. }) => {
-            return Err(not_sent(format!("approval `{id}` not found in the vault")));
-        }
-        Err(e) => return Err(not_sent(e.to_string())),
-    };
-    if !path.starts_with("Approved/") {
-        return Err(not_sent(format!(
-            "approval `{id}` is at {path}, not in Approved/: it has not been approved"
-        )));
-    }
-    if request.meta.tool != SEND_TOOL || request.meta.domain != Domain::Email {
-        return Err(not_sent(format!(
-            "approval `{id}` is for {} in {}, not for {SEND_TOOL}",
-            request.meta.tool, request.meta.domain
-        )));
-    }
-    if !request.hash_matches() {
-        return Err(not_sent(format!(
-            "approval `{id}`: the payload no longer matches its payload_sha256; it was changed after it was drafted"
-        )));
-    }
-    if request.meta.expires_at <= Utc::now() {
-        return Err(not_sent(format!(
-            "approval `{id}` expired at {}",
-            request.meta.expires_at.to_rfc3339()
-        )));
-    }
-    Ok(request)
 }
 
 /// The message a payload describes: its headers, its text, a Date of now.
