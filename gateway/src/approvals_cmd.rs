@@ -161,7 +161,7 @@ pub fn show(vault: &Path, state: &Path, raw_id: &str, json: bool) -> anyhow::Res
         if let (Some((_, doubt)), Some(map)) = (&journal, value.as_object_mut()) {
             map.insert("journal_in_doubt".into(), serde_json::to_value(doubt)?);
         }
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", render::json(&value)?);
     } else {
         print!("{view}");
         if let Some((spec, doubt)) = &journal {

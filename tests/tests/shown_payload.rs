@@ -384,6 +384,21 @@ fn shown_payload_escapes_and_lookalikes_never_reach_the_terminal() {
     assert!(!refused.status.success());
     assert_terminal_safe("approve's error", &refused.stderr);
 
+    // An error quoting a file's content (a domain holding a right-to-left override, which
+    // the YAML reader keeps) is escaped by the one place `aie` prints errors.
+    std::fs::write(
+        vault.root().join("Pending_Approval/email/bad-1.md"),
+        "---\napproval_id: bad-1\ndomain: \"em\u{202e}ail\"\ntool: email_send\npayload: {}\npayload_sha256: x\nrequested_by: cloud\nrequested_at: 2030-01-01T00:00:00Z\nexpires_at: 2030-01-01T00:00:00Z\n---\nhi\n",
+    )
+    .expect("bad-1");
+    let broken = aie(&["approve", "bad-1", "--sha256", "00000000"]);
+    assert!(!broken.status.success());
+    assert!(stderr(&broken).contains("em\\u{202e}ail"), "{}", stderr(&broken));
+    assert_terminal_safe("approve's error on a broken file", &broken.stderr);
+    let list = aie(&["list"]);
+    assert_terminal_safe("list with a broken file", &list.stdout);
+    std::fs::remove_file(vault.root().join("Pending_Approval/email/bad-1.md")).expect("rm");
+
     // Shown and flagged, the owner may still decide: the shown hash approves it.
     let approved = aie(&["approve", "ok-1", "--sha256", &hash[..8]]);
     assert!(approved.status.success(), "{}", stderr(&approved));
