@@ -11,14 +11,22 @@
 //! A ledger that fails its checks (a line whose MAC does not verify, a gap, an unreadable
 //! whole line, entries that contradict each other) authorizes nothing until a person looks:
 //! see [`LedgerState::damage`].
+//!
+//! Each [`ApprovalLedger`] (and its clones) keeps the fold it last made and what it was made
+//! from ([`Seen`]): under the lock, when the file is still the same file, no shorter, and its
+//! last line is still there byte for byte, only the bytes appended since are read and
+//! verified; anything else reads the whole file again. `specs/approvals.md` ("Reading
+//! only what was appended") says what this notices and when the whole file is compared.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    fs::{self, File, OpenOptions},
-    io::{self, Read, Write},
+    fs::{self, File, Metadata, OpenOptions},
+    io::{self, Read, Seek, SeekFrom, Write},
+    mem,
     path::{Path, PathBuf},
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
@@ -26,7 +34,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use super::ApprovalError;
 use crate::{
@@ -40,6 +48,9 @@ pub const LEDGER_FILE: &str = "approvals.jsonl";
 pub const KEY_FILE: &str = "approval.key";
 /// Bytes in the ledger key.
 const KEY_LEN: usize = 32;
+/// How often a process that keeps a fold compares the whole part of the file it folded (by
+/// its SHA-256) with what it read: an edit before the last line is noticed within this.
+pub const WHOLE_FILE_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// HMAC-SHA256, the ledger's authentication.
 type HmacSha256 = Hmac<Sha256>;
@@ -295,6 +306,21 @@ pub struct LedgerState {
     /// The file ends in an unterminated (torn) line.
     #[serde(skip)]
     needs_newline: bool,
+    /// Complete (newline-terminated) lines folded.
+    #[serde(skip)]
+    lines: usize,
+    /// Unreadable lines waiting for the next entry: if it continues the chain of seqs they
+    /// were torn writes, else something was lost.
+    #[serde(skip)]
+    pending: Vec<usize>,
+    /// How many of `problems` stand whatever is appended; the rest say what the pending
+    /// lines are as the file ends now.
+    #[serde(skip)]
+    settled: usize,
+    /// Approvals taken for an execution whose outcome is open (no result, or `in_doubt`),
+    /// so the approvals in doubt are found without looking at every record.
+    #[serde(skip)]
+    open_uses: BTreeSet<ApprovalId>,
 }
 
 impl Approval {
@@ -323,6 +349,15 @@ impl LedgerState {
     /// while there is one, nothing is authorized.
     pub fn damage(&self) -> Option<&LedgerProblem> {
         self.problems.iter().find(|p| p.kind != ProblemKind::Torn)
+    }
+
+    /// The approvals taken for an execution whose outcome is open (used, with no result or
+    /// an `in_doubt` one), by id, with when they were taken.
+    pub fn open_uses(&self) -> impl Iterator<Item = (&ApprovalId, DateTime<Utc>)> {
+        self.open_uses.iter().filter_map(|id| {
+            let used_at = self.approvals.get(id)?.used_at?;
+            Some((id, used_at))
+        })
     }
 
     /// Records a problem with a line.
@@ -389,6 +424,7 @@ impl LedgerState {
                 } else {
                     record.used_at = Some(entry.at);
                     record.use_seq = Some(entry.seq);
+                    self.open_uses.insert(id.clone());
                     None
                 }
             }
@@ -401,6 +437,7 @@ impl LedgerState {
                     });
                     record.used_at = None;
                     record.use_seq = None;
+                    self.open_uses.remove(&id);
                     None
                 }
                 _ => Some("a release that does not follow its use, or after a result"),
@@ -418,6 +455,9 @@ impl LedgerState {
                         detail,
                         at: entry.at,
                     });
+                    if outcome != Outcome::InDoubt {
+                        self.open_uses.remove(&id);
+                    }
                     None
                 }
             }
@@ -440,11 +480,80 @@ impl LedgerState {
     }
 }
 
-/// The ledger of one state folder, with its key. Cheap to clone.
+/// The ledger of one state folder, with its key. Cheap to clone; clones share the fold
+/// kept between operations.
 #[derive(Clone)]
 pub struct ApprovalLedger {
     path: PathBuf,
     mac: HmacSha256,
+    /// The fold this handle last made, and what it was made from; `None` until the first
+    /// operation, and after anything that leaves it unsure of the file (a failed write, a
+    /// panic), so the next operation reads the whole file.
+    kept: Arc<Mutex<Option<Kept>>>,
+    /// How many times this handle read the whole file: what the tests count.
+    #[cfg(test)]
+    whole_reads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A fold kept between operations.
+struct Kept {
+    state: LedgerState,
+    seen: Seen,
+}
+
+/// What a kept fold was made from: enough to tell, without reading the whole file, that the
+/// file on disk is still that file with bytes only added after it.
+///
+/// Checked under the lock before every operation: the file's identity, that it is no
+/// shorter, and that its last line with content is still there, byte for byte (that line
+/// carries the last `seq` and its MAC, so no other ledger has it at that offset). That
+/// notices a file moved aside or replaced, a truncation, and any change from the last line
+/// on. An edit before the last line that keeps the length and the last line (only possible
+/// by hand, in the state folder) is noticed by `prefix`, compared every
+/// [`WHOLE_FILE_CHECK_EVERY`]: that reads the folded part again and hashes it, cheaper than
+/// a fold, and equal bytes fold the same.
+#[derive(Clone)]
+struct Seen {
+    /// The file's device and inode, where the platform has them.
+    identity: Option<(u64, u64)>,
+    /// Bytes folded: the file as it was, an unterminated last line included.
+    len: u64,
+    /// Where the last line with content starts (0 while there is none)...
+    last_at: u64,
+    /// ...and the bytes from there to `len`, which must still be there.
+    last: Vec<u8>,
+    /// SHA-256 of the `len` bytes folded.
+    prefix: Sha256,
+    /// When the whole folded part was last read; `None`: compare it next time.
+    checked_at: Option<Instant>,
+}
+
+impl Seen {
+    /// Nothing folded yet, of the file `identity`.
+    fn new(identity: Option<(u64, u64)>) -> Self {
+        Self {
+            identity,
+            len: 0,
+            last_at: 0,
+            last: Vec::new(),
+            prefix: Sha256::new(),
+            checked_at: Some(Instant::now()),
+        }
+    }
+
+    /// Takes in `bytes`, folded after what was seen; `last_line` is where in them the last
+    /// line with content starts, if they have one.
+    fn advance(&mut self, bytes: &[u8], last_line: Option<usize>) {
+        self.prefix.update(bytes);
+        match last_line {
+            Some(at) => {
+                self.last_at = self.len + at as u64;
+                self.last = bytes[at..].to_vec();
+            }
+            None => self.last.extend_from_slice(bytes),
+        }
+        self.len += bytes.len() as u64;
+    }
 }
 
 impl fmt::Debug for ApprovalLedger {
@@ -470,6 +579,9 @@ impl ApprovalLedger {
         Ok(Self {
             path: state_dir.join(LEDGER_FILE),
             mac,
+            kept: Arc::default(),
+            #[cfg(test)]
+            whole_reads: Arc::default(),
         })
     }
 
@@ -478,9 +590,24 @@ impl ApprovalLedger {
         &self.path
     }
 
-    /// Reads and folds the ledger.
+    /// Reads and folds the ledger (what was appended since this handle last looked, see
+    /// [`Seen`]), and returns a copy of the fold.
     pub fn read(&self) -> Result<LedgerState, ApprovalError> {
-        Ok(self.lock()?.state)
+        Ok(self.lock()?.state.clone())
+    }
+
+    /// Makes the next operation compare the whole folded part of the file with what was
+    /// read (as it does every [`WHOLE_FILE_CHECK_EVERY`]), so an edit before the last line
+    /// is noticed then.
+    pub fn check_whole_file_next(&self) {
+        if let Some(kept) = self.kept().as_mut() {
+            kept.seen.checked_at = None;
+        }
+    }
+
+    /// The kept fold (a panicked holder left `None` or a whole one).
+    fn kept(&self) -> MutexGuard<'_, Option<Kept>> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes the ledger for a read-check-append: the process-wide mutex, then an exclusive
@@ -492,6 +619,7 @@ impl ApprovalLedger {
         // platform's lock semantics.
         static LEDGER_LOCK: Mutex<()> = Mutex::new(());
         let guard = LEDGER_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        // Opened by its name each time: a ledger moved aside is a new, empty file.
         let mut file = private_file_options()
             .read(true)
             .append(true)
@@ -499,16 +627,83 @@ impl ApprovalLedger {
             .open(&self.path)
             .map_err(|e| ApprovalError::io(&self.path, e))?;
         lock_exclusive(&file).map_err(|e| ApprovalError::io(&self.path, e))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
+        // Taken out while locked; put back when the lock is dropped, if still sure.
+        let kept = self.kept().take();
+        let kept = self
+            .catch_up(&mut file, kept)
             .map_err(|e| ApprovalError::io(&self.path, e))?;
-        let state = self.fold(&String::from_utf8_lossy(&bytes));
         Ok(Locked {
             ledger: self,
             file,
-            state,
+            state: kept.state,
+            seen: Some(kept.seen),
             _guard: guard,
         })
+    }
+
+    /// The fold of the file as it is now: `kept` brought up to date when the file is still
+    /// the one it was made from with bytes only added, else the whole file read again.
+    fn catch_up(&self, file: &mut File, kept: Option<Kept>) -> io::Result<Kept> {
+        let meta = file.metadata()?;
+        let identity = identity(&meta);
+        if let Some(mut kept) = kept
+            && self.read_appended(file, &mut kept, identity, meta.len())?
+        {
+            return Ok(kept);
+        }
+        #[cfg(test)]
+        self.whole_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0))?;
+        file.read_to_end(&mut bytes)?;
+        let mut kept = Kept {
+            state: LedgerState::default(),
+            seen: Seen::new(identity),
+        };
+        self.fold(&mut kept.state, &mut kept.seen, &bytes);
+        Ok(kept)
+    }
+
+    /// Folds into `kept` what was appended to the file since it was made, when the file is
+    /// still that file (same identity, no shorter, the last line with content still there,
+    /// an unterminated last line not written on, and, when due, the whole folded part
+    /// unchanged); false, with nothing folded, when it is not.
+    fn read_appended(
+        &self,
+        file: &mut File,
+        kept: &mut Kept,
+        identity: Option<(u64, u64)>,
+        len: u64,
+    ) -> io::Result<bool> {
+        let seen = &mut kept.seen;
+        if seen.identity != identity || len < seen.len {
+            return Ok(false);
+        }
+        file.seek(SeekFrom::Start(seen.last_at))?;
+        let mut bytes = Vec::new();
+        file.take(len.saturating_sub(seen.last_at))
+            .read_to_end(&mut bytes)?;
+        let Some(appended) = bytes.strip_prefix(seen.last.as_slice()) else {
+            return Ok(false);
+        };
+        if kept.state.needs_newline && appended.first().is_some_and(|&b| b != b'\n') {
+            // Written on after a torn line, as no writer does: that line is another now.
+            return Ok(false);
+        }
+        let due = seen
+            .checked_at
+            .is_none_or(|at| at.elapsed() >= WHOLE_FILE_CHECK_EVERY);
+        if due {
+            if !prefix_unchanged(file, seen)? {
+                return Ok(false);
+            }
+            seen.checked_at = Some(Instant::now());
+        }
+        if !appended.is_empty() {
+            self.fold(&mut kept.state, &mut kept.seen, appended);
+        }
+        Ok(true)
     }
 
     /// The entry's MAC: hex HMAC-SHA256 of its canonical JSON without `mac`.
@@ -528,90 +723,44 @@ impl ApprovalLedger {
         mac.verify_slice(&tag).is_ok()
     }
 
-    /// Folds the ledger's text; lines that do not count become problems.
-    fn fold(&self, text: &str) -> LedgerState {
-        let mut state = LedgerState::default();
-        let mut segments: Vec<&str> = text.split('\n').collect();
-        // After the final line break comes either nothing or an unterminated line.
-        let last = segments.pop().unwrap_or_default();
-        let terminated = segments.len();
-        state.needs_newline = !last.is_empty();
-        // Unreadable lines wait to see whether the next entry continues the chain of seqs:
-        // if it does, they never were entries (torn writes), else something was lost.
-        let mut unreadable: Vec<usize> = Vec::new();
-        for (index, text) in segments.into_iter().chain([last]).enumerate() {
-            let line = index + 1;
-            if text.trim().is_empty() {
-                continue;
-            }
-            let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(text) else {
-                unreadable.push(line);
-                continue;
-            };
-            let tag = map.remove("mac");
-            let named = map
-                .get("approval_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let value = Value::Object(map);
-            let authentic = tag
-                .as_ref()
-                .and_then(Value::as_str)
-                .is_some_and(|tag| self.mac_verifies(&value, tag));
-            if !authentic {
-                state.problem(
-                    line,
-                    ProblemKind::BadMac,
-                    format!("the MAC does not verify (entry about approval {named:?}): the line was altered or forged"),
-                );
-                state.bad_mac_ids.insert(named);
-                continue;
-            }
-            let entry: LedgerEntry = match serde_json::from_value(value) {
-                Ok(entry) => entry,
-                Err(e) => {
-                    // Authentic but not understood: written by a newer aie, perhaps. Not
-                    // knowing what it says, nothing may be decided on the ledger.
-                    state.problem(
-                        line,
-                        ProblemKind::Unreadable,
-                        format!("an authentic entry this version cannot read: {e}"),
-                    );
-                    continue;
-                }
-            };
-            let follows = entry.seq == state.last_seq + 1;
-            for at in unreadable.drain(..) {
-                if follows {
-                    state.problem(
-                        at,
-                        ProblemKind::Torn,
-                        "a line cut short by an interrupted write",
-                    );
-                } else {
-                    state.problem(at, ProblemKind::Unreadable, "not a ledger entry");
-                }
-            }
-            if !follows {
-                state.problem(
-                    line,
-                    ProblemKind::Gap,
-                    format!(
-                        "seq {} follows seq {}: entries were removed or moved",
-                        entry.seq, state.last_seq
-                    ),
-                );
-                if entry.seq <= state.last_seq {
-                    // A repeated or moved-back entry: counted once already, or out of order.
-                    continue;
-                }
-            }
-            state.last_seq = entry.seq;
-            state.apply(line, entry);
+    /// Folds `bytes`, the ledger's bytes after the `seen.len` already in `state` (from the
+    /// start of the file for a fresh fold): each line in order, an unterminated last line
+    /// as far as it goes. Folding a file in two parts, cut where a writer stopped (after a
+    /// newline, or after a torn line that the next append starts a new line after), gives
+    /// the same state as folding it whole.
+    fn fold(&self, state: &mut LedgerState, seen: &mut Seen, bytes: &[u8]) {
+        // What the pending lines are as the file ended: said again below.
+        state.problems.truncate(state.settled);
+        let mut rest = bytes;
+        if state.needs_newline
+            && let Some(after) = rest.strip_prefix(b"\n")
+        {
+            // The unterminated line, folded as far as it went, is a whole line now.
+            state.lines += 1;
+            state.needs_newline = false;
+            rest = after;
         }
-        for at in unreadable {
-            if at > terminated {
+        let mut last_line = None;
+        let mut start = bytes.len() - rest.len();
+        let mut segments = rest.split(|&b| b == b'\n').peekable();
+        while let Some(segment) = segments.next() {
+            let terminated = segments.peek().is_some();
+            let text = String::from_utf8_lossy(segment);
+            if !text.trim().is_empty() {
+                last_line = Some(start);
+                self.fold_line(state, state.lines + 1, &text);
+            }
+            if terminated {
+                state.lines += 1;
+            } else {
+                state.needs_newline = !segment.is_empty();
+            }
+            start += segment.len() + 1;
+        }
+        seen.advance(bytes, last_line);
+        state.settled = state.problems.len();
+        for at in state.pending.clone() {
+            if at > state.lines {
                 state.problem(
                     at,
                     ProblemKind::Torn,
@@ -621,18 +770,137 @@ impl ApprovalLedger {
                 state.problem(at, ProblemKind::Unreadable, "not a ledger entry");
             }
         }
-        state
+    }
+
+    /// Folds line number `line`, with content `text`; one that does not count becomes a
+    /// problem, or waits in `pending` when it cannot be read.
+    fn fold_line(&self, state: &mut LedgerState, line: usize, text: &str) {
+        let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(text) else {
+            state.pending.push(line);
+            return;
+        };
+        let tag = map.remove("mac");
+        let named = map
+            .get("approval_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let value = Value::Object(map);
+        let authentic = tag
+            .as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|tag| self.mac_verifies(&value, tag));
+        if !authentic {
+            state.problem(
+                line,
+                ProblemKind::BadMac,
+                format!("the MAC does not verify (entry about approval {named:?}): the line was altered or forged"),
+            );
+            state.bad_mac_ids.insert(named);
+            return;
+        }
+        let entry: LedgerEntry = match serde_json::from_value(value) {
+            Ok(entry) => entry,
+            Err(e) => {
+                // Authentic but not understood: written by a newer aie, perhaps. Not
+                // knowing what it says, nothing may be decided on the ledger.
+                state.problem(
+                    line,
+                    ProblemKind::Unreadable,
+                    format!("an authentic entry this version cannot read: {e}"),
+                );
+                return;
+            }
+        };
+        let follows = entry.seq == state.last_seq + 1;
+        for at in mem::take(&mut state.pending) {
+            if follows {
+                state.problem(
+                    at,
+                    ProblemKind::Torn,
+                    "a line cut short by an interrupted write",
+                );
+            } else {
+                state.problem(at, ProblemKind::Unreadable, "not a ledger entry");
+            }
+        }
+        if !follows {
+            state.problem(
+                line,
+                ProblemKind::Gap,
+                format!(
+                    "seq {} follows seq {}: entries were removed or moved",
+                    entry.seq, state.last_seq
+                ),
+            );
+            if entry.seq <= state.last_seq {
+                // A repeated or moved-back entry: counted once already, or out of order.
+                return;
+            }
+        }
+        state.last_seq = entry.seq;
+        state.apply(line, entry);
     }
 }
 
-/// The ledger taken for a read-check-append; dropping it releases the file lock, then the
-/// process-wide mutex (fields drop in order).
+/// The file's device and inode, where the platform has them.
+fn identity(meta: &Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
+
+/// Whether the first `seen.len` bytes of `file` still hash to `seen.prefix`.
+fn prefix_unchanged(file: &mut File, seen: &Seen) -> io::Result<bool> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut hash = Sha256::new();
+    let mut part = file.take(seen.len);
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut read = 0u64;
+    loop {
+        let n = part.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buffer[..n]);
+        read += n as u64;
+    }
+    Ok(read == seen.len && hash.finalize() == seen.prefix.clone().finalize())
+}
+
+/// The ledger taken for a read-check-append; dropping it keeps the fold for the next
+/// operation, then releases the file lock, then the process-wide mutex (fields drop in
+/// order, after `drop`).
 pub(crate) struct Locked<'a> {
     ledger: &'a ApprovalLedger,
     file: File,
     /// The ledger as folded when it was taken, plus what was appended since.
     pub(crate) state: LedgerState,
+    /// What `state` was folded from; `None` once a write failed, when the file may hold
+    /// part of a line nobody folded.
+    seen: Option<Seen>,
     _guard: MutexGuard<'static, ()>,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Unsure after a panic mid-fold or a failed write: the next lock reads it all.
+        let kept = match self.seen.take() {
+            Some(seen) if !std::thread::panicking() => Some(Kept {
+                state: mem::take(&mut self.state),
+                seen,
+            }),
+            _ => None,
+        };
+        *self.ledger.kept() = kept;
+    }
 }
 
 impl Locked<'_> {
@@ -667,12 +935,21 @@ impl Locked<'_> {
             .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
             self.state.needs_newline = true;
+            self.seen = None;
             return Err(ApprovalError::io(path, e));
         }
-        self.state.needs_newline = false;
-        self.state.last_seq = entry.seq;
-        // Line numbers only matter for problems, which a fresh read reports exactly.
-        self.state.apply(0, entry.clone());
+        match &mut self.seen {
+            // Folded as the next read would fold it, line number and all.
+            Some(seen) => self.ledger.fold(&mut self.state, seen, line.as_bytes()),
+            // After a failed write this lock no longer knows the file's bytes; the next
+            // lock reads it all.
+            None => {
+                self.state.needs_newline = false;
+                self.state.last_seq = entry.seq;
+                self.state.apply(0, entry.clone());
+            }
+        }
+        debug_assert_eq!(self.state.last_seq, entry.seq, "the entry just written");
         Ok(entry)
     }
 }
@@ -792,3 +1069,6 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -1146,22 +1146,14 @@ impl Approvals {
     /// Approvals that were started and whose outcome is unknown (a crash, a timeout or a lost connection), for
     /// the human; they are never retried.
     pub fn in_doubt(&self) -> Result<Vec<(ApprovalId, DateTime<Utc>)>, ApprovalError> {
-        let state = self.ledger.read()?;
+        // Under the lock, from the fold's index of open uses: no copy of the whole fold.
+        let locked = self.ledger.lock()?;
         let in_flight = self.in_flight();
-        Ok(state
-            .approvals
-            .iter()
+        Ok(locked
+            .state
+            .open_uses()
             .filter(|(id, _)| !in_flight.contains(*id))
-            .filter_map(|(id, record)| {
-                let open = record
-                    .result
-                    .as_ref()
-                    .is_none_or(|r| r.outcome == Outcome::InDoubt);
-                record
-                    .used_at
-                    .filter(|_| open)
-                    .map(|since| (id.clone(), since))
-            })
+            .map(|(id, since)| (id.clone(), since))
             .collect())
     }
 
