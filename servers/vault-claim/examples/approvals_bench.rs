@@ -18,8 +18,8 @@ use std::{
 };
 
 use aie_shared::{
-    approvals::Approvals,
-    vault::{AgentName, ApprovalId, ApprovalRequest, Domain},
+    approvals::{Approvals, ShownHash},
+    vault::{AgentName, ApprovalId, ApprovalRequest, Domain, payload_sha256},
 };
 use aie_vault_claim::sync::{GitHandMoves, Replica, Zone, hand_moves, is_hand_move};
 use anyhow::{Context, Result};
@@ -71,7 +71,9 @@ fn main() -> Result<()> {
     // All but the last approved with the command, then committed as the sync does.
     let started = Instant::now();
     for id in &ids[..n] {
-        approvals.approve(id, "owner")?;
+        // The hash `show` would print: the owner approves the payload they read.
+        let shown = ShownHash::new(&payload_sha256(&payload(id)))?;
+        approvals.approve(id, "owner", &shown)?;
     }
     println!(
         "approve with the command, {n} requests: {:.1} s ({:.2} ms each)",
