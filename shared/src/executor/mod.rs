@@ -233,9 +233,17 @@ impl<E: Effect> Executor<E> {
         self.journal.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Every execution in doubt, oldest first.
+    /// Every execution in doubt, oldest first; one running in this process right now is
+    /// not (its `started` line has no outcome yet because it is still on its way).
     pub fn in_doubt(&self) -> Vec<InDoubt> {
-        self.journal().in_doubt()
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut doubts = self.journal().in_doubt();
+        doubts.retain(|d| !running.contains(&d.approval_id));
+        doubts
     }
 
     /// Appends `entry` to the journal and flushes it, off the async runtime.
@@ -290,7 +298,7 @@ impl<E: Effect> Executor<E> {
             read_back: false,
             detail,
         };
-        {
+        let earlier = {
             let journal = self.journal();
             if let Some(why) = journal.damaged() {
                 return Err(ExecError::NotExecuted(format!(
@@ -298,43 +306,42 @@ impl<E: Effect> Executor<E> {
                     labels.journal
                 )));
             }
-            match journal.last(id.as_str()) {
-                Some(earlier) if earlier.state == JournalState::Done => {
-                    return Ok(Executed {
-                        approval_id: id.clone(),
-                        status: ExecStatus::AlreadyDone,
-                        effect_id: earlier.effect_id.clone(),
-                        receipt: earlier.receipt.clone(),
-                        target: earlier.target.clone(),
-                        detail: format!(
-                            "{} at {}; not {} again",
-                            labels.done, earlier.ts, labels.done
-                        ),
-                        in_doubt: journal.in_doubt(),
-                    });
-                }
-                Some(earlier)
-                    if earlier.state == JournalState::NotExecuted && earlier.read_back =>
-                {
-                    return Err(ExecError::NotExecuted(format!(
-                        "approval `{id}` was in doubt and reading back settled it at {}: it never happened ({}); once in doubt an approval is not carried out again: draft it again",
-                        earlier.ts,
-                        earlier.detail.as_deref().unwrap_or("")
-                    )));
-                }
-                Some(earlier) if earlier.state.is_in_doubt() => {
-                    return Err(ExecError::InDoubt(format!(
-                        "approval `{id}` was being carried out at {} through {} and the outcome is unknown; {} ({} {}); it is never {} again by itself (draft it again to make a new one)",
-                        earlier.ts,
-                        earlier.target,
-                        labels.check,
-                        labels.effect_id,
-                        earlier.effect_id,
-                        labels.done
-                    )));
-                }
-                _ => {}
+            journal.last(id.as_str()).cloned()
+        };
+        match earlier {
+            Some(earlier) if earlier.state == JournalState::Done => {
+                return Ok(Executed {
+                    approval_id: id.clone(),
+                    status: ExecStatus::AlreadyDone,
+                    effect_id: earlier.effect_id,
+                    receipt: earlier.receipt,
+                    target: earlier.target,
+                    detail: format!(
+                        "{} at {}; not {} again",
+                        labels.done, earlier.ts, labels.done
+                    ),
+                    in_doubt: self.in_doubt(),
+                });
             }
+            Some(earlier) if earlier.state == JournalState::NotExecuted && earlier.read_back => {
+                return Err(ExecError::NotExecuted(format!(
+                    "approval `{id}` was in doubt and reading back settled it at {}: it never happened ({}); once in doubt an approval is not carried out again: draft it again",
+                    earlier.ts,
+                    earlier.detail.as_deref().unwrap_or("")
+                )));
+            }
+            Some(earlier) if earlier.state.is_in_doubt() => {
+                return Err(ExecError::InDoubt(format!(
+                    "approval `{id}` was being carried out at {} through {} and the outcome is unknown; {} ({} {}); it is never {} again by itself (draft it again to make a new one)",
+                    earlier.ts,
+                    earlier.target,
+                    labels.check,
+                    labels.effect_id,
+                    earlier.effect_id,
+                    labels.done
+                )));
+            }
+            _ => {}
         }
         crash_point(spec.name, CrashPoint::BeforeJournal);
         if let Err(e) = self.append(entry(JournalState::Started, None, None)).await {

@@ -592,3 +592,38 @@ async fn a_payload_that_does_not_prepare_is_not_executed() {
     assert!(why.to_string().contains("no amount"), "{why}");
     assert!(!world.state().join(SPEC.file).exists(), "nothing journaled");
 }
+
+/// Executions of different approvals run side by side (in virtual time: two 100 ms sends
+/// take 100 ms, not 200), and one still on its way is not reported in doubt by the other's
+/// result.
+#[tokio::test(start_paused = true)]
+async fn running_executions_are_not_in_doubt() {
+    let world = World::new();
+    let fake = Fake {
+        delay: Some(Duration::from_millis(100)),
+        ..Fake::default()
+    };
+    let (a, _) = world.approved("pay-9", "1.00");
+    let (b, _) = world.approved("pay-10", "2.00");
+    let exec = Executor::open(
+        fake.clone(),
+        &world.state(),
+        Authority::Vault {
+            vault: world.vault.clone(),
+            state_dir: world.dir.path().join("no-ledger"),
+        },
+    )
+    .expect("executor");
+    let started = tokio::time::Instant::now();
+    let (x, y) = tokio::join!(exec.execute(&a, TOOL), exec.execute(&b, TOOL));
+    let (x, y) = (x.expect("a"), y.expect("b"));
+    assert!(
+        x.in_doubt.is_empty() && y.in_doubt.is_empty(),
+        "{x:?} {y:?}"
+    );
+    assert_eq!(fake.service().performed.len(), 2);
+    assert!(
+        started.elapsed() < Duration::from_millis(190),
+        "not side by side"
+    );
+}
