@@ -827,7 +827,10 @@ async fn budgets_and_rate_limits() {
 /// rewritten and SIGHUP is sent all get an answer, and the new policy shows afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_reload_under_load_loses_no_call() {
-    let stack = Stack::start("cloud", "").await;
+    // 200 calls at once from one client: room for all of them, before and after the reload
+    // (the bound itself is tested in bounds.rs).
+    const ROOMY: &str = "[limits]\nmax_in_flight_per_client = 256\n";
+    let stack = Stack::start("cloud", ROOMY).await;
     let client = Arc::new(stack.client(OWNER).await);
     let mut calls = Vec::new();
     for i in 0..200 {
@@ -843,7 +846,9 @@ async fn config_reload_under_load_loses_no_call() {
         if i == 100 {
             std::fs::write(
                 &stack.config,
-                config_text("[policy.tools]\n\"vault_list_tasks\" = \"execute\"\n"),
+                config_text(&format!(
+                    "{ROOMY}[policy.tools]\n\"vault_list_tasks\" = \"execute\"\n"
+                )),
             )
             .expect("rewrite");
             let pid = stack.gateway.pid().to_string();
