@@ -13,7 +13,7 @@
 //! see [`LedgerState::damage`].
 //!
 //! Each [`ApprovalLedger`] (and its clones) keeps the fold it last made and what it was made
-//! from ([`Seen`]): under the lock, when the file is still the same file, no shorter, and its
+//! from (`Seen`): under the lock, when the file is still the same file, no shorter, and its
 //! last line is still there byte for byte, only the bytes appended since are read and
 //! verified; anything else reads the whole file again. `specs/approvals.md` ("Reading
 //! only what was appended") says what this notices and when the whole file is compared.
@@ -25,7 +25,10 @@ use std::{
     io::{self, Read, Seek, SeekFrom, Write},
     mem,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -490,6 +493,8 @@ pub struct ApprovalLedger {
     /// operation, and after anything that leaves it unsure of the file (a failed write, a
     /// panic), so the next operation reads the whole file.
     kept: Arc<Mutex<Option<Kept>>>,
+    /// Set by [`ApprovalLedger::check_whole_file_next`]: compare at the next operation.
+    compare_next: Arc<AtomicBool>,
     /// How many times this handle read the whole file: what the tests count.
     #[cfg(test)]
     whole_reads: Arc<std::sync::atomic::AtomicUsize>,
@@ -524,8 +529,8 @@ struct Seen {
     last: Vec<u8>,
     /// SHA-256 of the `len` bytes folded.
     prefix: Sha256,
-    /// When the whole folded part was last read; `None`: compare it next time.
-    checked_at: Option<Instant>,
+    /// When the whole folded part was last read.
+    checked_at: Instant,
 }
 
 impl Seen {
@@ -537,7 +542,7 @@ impl Seen {
             last_at: 0,
             last: Vec::new(),
             prefix: Sha256::new(),
-            checked_at: Some(Instant::now()),
+            checked_at: Instant::now(),
         }
     }
 
@@ -580,6 +585,7 @@ impl ApprovalLedger {
             path: state_dir.join(LEDGER_FILE),
             mac,
             kept: Arc::default(),
+            compare_next: Arc::default(),
             #[cfg(test)]
             whole_reads: Arc::default(),
         })
@@ -590,19 +596,23 @@ impl ApprovalLedger {
         &self.path
     }
 
-    /// Reads and folds the ledger (what was appended since this handle last looked, see
-    /// [`Seen`]), and returns a copy of the fold.
+    /// Reads and folds the ledger (what was appended since this handle last looked: see
+    /// the module doc), and returns a copy of the fold.
     pub fn read(&self) -> Result<LedgerState, ApprovalError> {
         Ok(self.lock()?.state.clone())
+    }
+
+    /// Calls `f` with the fold as it is now, without copying it. `f` runs under the lock,
+    /// which is process-wide: it must not use an approval ledger itself.
+    pub fn with_state<T>(&self, f: impl FnOnce(&LedgerState) -> T) -> Result<T, ApprovalError> {
+        Ok(f(&self.lock()?.state))
     }
 
     /// Makes the next operation compare the whole folded part of the file with what was
     /// read (as it does every [`WHOLE_FILE_CHECK_EVERY`]), so an edit before the last line
     /// is noticed then.
     pub fn check_whole_file_next(&self) {
-        if let Some(kept) = self.kept().as_mut() {
-            kept.seen.checked_at = None;
-        }
+        self.compare_next.store(true, Ordering::Relaxed);
     }
 
     /// The kept fold (a panicked holder left `None` or a whole one).
@@ -646,14 +656,14 @@ impl ApprovalLedger {
     fn catch_up(&self, file: &mut File, kept: Option<Kept>) -> io::Result<Kept> {
         let meta = file.metadata()?;
         let identity = identity(&meta);
+        let compare = self.compare_next.swap(false, Ordering::Relaxed);
         if let Some(mut kept) = kept
-            && self.read_appended(file, &mut kept, identity, meta.len())?
+            && self.read_appended(file, &mut kept, identity, meta.len(), compare)?
         {
             return Ok(kept);
         }
         #[cfg(test)]
-        self.whole_reads
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.whole_reads.fetch_add(1, Ordering::Relaxed);
         let mut bytes = Vec::new();
         file.seek(SeekFrom::Start(0))?;
         file.read_to_end(&mut bytes)?;
@@ -667,14 +677,15 @@ impl ApprovalLedger {
 
     /// Folds into `kept` what was appended to the file since it was made, when the file is
     /// still that file (same identity, no shorter, the last line with content still there,
-    /// an unterminated last line not written on, and, when due, the whole folded part
-    /// unchanged); false, with nothing folded, when it is not.
+    /// an unterminated last line not written on, and, when due or asked to `compare`, the
+    /// whole folded part unchanged); false, with nothing folded, when it is not.
     fn read_appended(
         &self,
         file: &mut File,
         kept: &mut Kept,
         identity: Option<(u64, u64)>,
         len: u64,
+        compare: bool,
     ) -> io::Result<bool> {
         let seen = &mut kept.seen;
         if seen.identity != identity || len < seen.len {
@@ -691,14 +702,11 @@ impl ApprovalLedger {
             // Written on after a torn line, as no writer does: that line is another now.
             return Ok(false);
         }
-        let due = seen
-            .checked_at
-            .is_none_or(|at| at.elapsed() >= WHOLE_FILE_CHECK_EVERY);
-        if due {
+        if compare || seen.checked_at.elapsed() >= WHOLE_FILE_CHECK_EVERY {
             if !prefix_unchanged(file, seen)? {
                 return Ok(false);
             }
-            seen.checked_at = Some(Instant::now());
+            seen.checked_at = Instant::now();
         }
         if !appended.is_empty() {
             self.fold(&mut kept.state, &mut kept.seen, appended);
