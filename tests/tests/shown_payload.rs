@@ -393,7 +393,11 @@ fn shown_payload_escapes_and_lookalikes_never_reach_the_terminal() {
     .expect("bad-1");
     let broken = aie(&["approve", "bad-1", "--sha256", "00000000"]);
     assert!(!broken.status.success());
-    assert!(stderr(&broken).contains("em\\u{202e}ail"), "{}", stderr(&broken));
+    assert!(
+        stderr(&broken).contains("em\\u{202e}ail"),
+        "{}",
+        stderr(&broken)
+    );
     assert_terminal_safe("approve's error on a broken file", &broken.stderr);
     let list = aie(&["list"]);
     assert_terminal_safe("list with a broken file", &list.stdout);
